@@ -79,3 +79,25 @@ class SampleAndScore(Callback):
         to_pil(grid).save(out / f"step_{step:07d}.png")
         with (out / "scores.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, **scores}) + "\n")
+
+
+class ParameterChecksum(Callback):
+    """At the end of fit, write a checksum of the trainable parameters of this rank to
+    ``<dirpath>/param_checksum_rank<r>.json``: a cheap check that DDP/ZeRO ranks stayed in sync."""
+
+    def __init__(self, dirpath: str | None = None):
+        self.dirpath = dirpath
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        params = [p.detach().double().cpu() for p in pl_module.parameters() if p.requires_grad]
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "global_step": trainer.global_step,
+            "num_tensors": len(params),
+            "sum": float(sum(p.sum() for p in params)),
+            "abs_sum": float(sum(p.abs().sum() for p in params)),
+        }
+        out = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"param_checksum_rank{trainer.global_rank}.json").write_text(json.dumps(record) + "\n")
