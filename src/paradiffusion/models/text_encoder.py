@@ -1,0 +1,237 @@
+"""The paragraph encoder: a decoder-only LLM (Llama architecture), optionally LoRA-adapted.
+
+ParaDiffusion feeds the hidden states of Llama-2-7b (4096-d) straight into the UNet's cross-attention and
+adapts the LLM with LoRA jointly with the denoiser. This module loads the causal LM from
+
+* a Hugging Face model directory (`pretrained`, the Llama-2-7b-hf layout, or the stage-0 tiny LM),
+* a GGUF file (`gguf_file`, converted once to a cached safetensors directory, see `models.gguf`), or
+* a `LlamaConfig` (`llama_config`, random init; tests), with `tokenizer` naming a tokenizer directory,
+
+runs the base model (no LM head) and returns the hidden states of `hidden_layer` plus the attention mask.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
+
+from paradiffusion.models.lora import LoRASettings
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _own_memory(module: nn.Module) -> None:
+    """Copy loaded tensors into freshly allocated memory.
+
+    Weights loaded from (memory-mapped) safetensors can sit at unaligned addresses, and CPU GEMM kernels then
+    take a different path with different rounding; copying makes a reloaded model bitwise-identical to the saved
+    one and releases the file mapping.
+    """
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.device.type != "meta":
+                t.data = t.data.clone()
+
+
+class LLMTextEncoder(nn.Module):
+    """Paragraphs → `(hidden (B, T, D), attention_mask (B, T))`.
+
+    Args:
+        pretrained: Hugging Face model directory (config, weights, tokenizer files).
+        gguf_file: GGUF file path, or `pkg://<package>/<file>` to find it inside an installed package.
+        llama_config: random-init Llama config (tests); needs `tokenizer`.
+        tokenizer: tokenizer directory; defaults to the model directory.
+        hidden_layer: `-1` = last hidden state after the final norm (as released); `-2` = penultimate layer.
+        max_length: token cap per paragraph (512 ≈ a long paragraph); longer ones are truncated and counted.
+        padding: `"longest"` pads to the longest paragraph in the batch (default); `"max_length"` pads to
+            `max_length` (what the released inference code does).
+        mask_padding: pass the attention mask on to the UNet (`encoder_attention_mask`). The released code
+            did not mask padding; we do by default so results do not depend on what the paragraph is batched with.
+        lora: LoRA settings; `None` = no adapter.
+        freeze: freeze the LLM entirely (the frozen-encoder ablation); without LoRA and without freeze the whole
+            LLM is trained.
+        out_dim: output width; a trainable linear projection is added when it differs from the LLM width.
+        gradient_checkpointing: recompute LLM activations in backward.
+        dtype: dtype of the (frozen) base weights, e.g. `bfloat16` for 7B on GPU. LoRA weights stay fp32.
+        lazy: defer building the LLM to `materialize()` (called from `ParaDiffusion.configure_model`, so that
+            DeepSpeed ZeRO-3 can partition it as it is built).
+        gguf_cache_dir: where converted GGUF models are cached (default `$PARADIFFUSION_CACHE/gguf`).
+        attn_implementation: transformers attention kernel; fixed explicitly so that a model built from a
+            config and one loaded from disk run the same kernels (bitwise-equal outputs).
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        gguf_file: str | None = None,
+        llama_config: LlamaConfig | None = None,
+        tokenizer: str | None = None,
+        hidden_layer: int = -1,
+        max_length: int = 512,
+        padding: Literal["longest", "max_length"] = "longest",
+        mask_padding: bool = True,
+        lora: LoRASettings | None = None,
+        freeze: bool = False,
+        out_dim: int | None = None,
+        gradient_checkpointing: bool = False,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        lazy: bool = False,
+        gguf_cache_dir: str | None = None,
+        attn_implementation: Literal["sdpa", "eager"] = "sdpa",
+    ) -> None:
+        super().__init__()
+        sources = [s is not None for s in (pretrained, gguf_file, llama_config)]
+        if sum(sources) != 1:
+            raise ValueError("LLMTextEncoder: give exactly one of pretrained, gguf_file, llama_config")
+        if gguf_file is not None:
+            from paradiffusion.models.gguf import convert_gguf
+
+            pretrained = str(convert_gguf(gguf_file, gguf_cache_dir))
+        if pretrained is not None and not os.path.isdir(pretrained):
+            raise FileNotFoundError(f"LLMTextEncoder: pretrained={pretrained!r} is not a directory")
+        tokenizer = tokenizer or pretrained
+        if tokenizer is None:
+            raise ValueError("LLMTextEncoder: llama_config needs tokenizer=<tokenizer directory>")
+
+        self.pretrained = pretrained
+        self.llama_config = llama_config
+        self.hidden_layer = hidden_layer
+        self.max_length = max_length
+        self.padding = padding
+        self.mask_padding = mask_padding
+        self.lora = lora
+        self.freeze = freeze
+        self.gradient_checkpointing = gradient_checkpointing
+        self.dtype_name = dtype
+        self.attn_implementation = attn_implementation
+        # Cumulative count of truncated paragraphs (the module logs it; truncation is never silent).
+        self.num_truncated = 0
+
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        self.tokenizer.padding_side = "right"  # causal LM + right padding: pads never change real tokens
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+
+        config = llama_config if llama_config is not None else AutoConfig.from_pretrained(pretrained)
+        self.hidden_size: int = config.hidden_size
+        self.out_dim: int = out_dim or self.hidden_size
+        # Trainable projection only where widths differ (e.g. a 256-d LM into a UNet with another width).
+        self.proj: nn.Module = (
+            nn.Linear(self.hidden_size, self.out_dim) if self.out_dim != self.hidden_size else nn.Identity()
+        )
+        self.lm: nn.Module | None = None
+        if not lazy:
+            self.materialize()
+
+    # ------------------------------------------------------------------ building
+    def materialize(self, empty_weights: bool = False) -> None:
+        """Build (load) the LLM, add LoRA, set requires_grad. Idempotent.
+
+        `empty_weights=True` builds from the config on the meta device (no weights read or allocated), e.g. to
+        count the parameters of the 7B configuration.
+        """
+        if self.lm is not None:
+            return
+        dtype = _DTYPES[self.dtype_name]
+        with torch.device("meta") if empty_weights else contextlib.nullcontext():
+            if self.pretrained is not None and not empty_weights:
+                lm: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+                    self.pretrained, dtype=dtype, attn_implementation=self.attn_implementation
+                )
+            else:
+                config = self.llama_config if self.llama_config is not None else AutoConfig.from_pretrained(self.pretrained)
+                lm = AutoModelForCausalLM.from_config(config, attn_implementation=self.attn_implementation).to(dtype)
+                _own_memory(lm)
+            lm.config.use_cache = False  # never generating; a KV cache only costs memory
+            lm.requires_grad_(not self.freeze and self.lora is None)
+            if self.gradient_checkpointing:
+                lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if self.lora is not None and not self.freeze:
+                from peft import get_peft_model
+
+                # PEFT wraps the causal LM (not the bare LlamaModel) so adapter files use the usual key names.
+                lm = get_peft_model(lm, self.lora.to_peft())
+        self.lm = lm
+
+    def load_lora(self, adapter_dir: str) -> None:
+        """Attach a saved PEFT adapter (`text_encoder_lora/`), e.g. from the released weights."""
+        from peft import PeftModel
+
+        self.materialize()
+        if hasattr(self.lm, "peft_config"):
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.lm, load_file(os.path.join(adapter_dir, "adapter_model.safetensors")))
+        else:
+            self.lm = PeftModel.from_pretrained(self.lm, adapter_dir, is_trainable=False)
+        _own_memory(self.lm)
+
+    @property
+    def base_lm(self) -> PreTrainedModel:
+        """The causal LM under any PEFT wrapper (LoRA layers are injected in place)."""
+        assert self.lm is not None, "LLMTextEncoder.materialize() was not called"
+        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        """Trainable LLM parameters (LoRA, or the whole LLM when trained fully)."""
+        return [p for p in (self.lm.parameters() if self.lm is not None else []) if p.requires_grad]
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        return list(self.proj.parameters())
+
+    # ------------------------------------------------------------------ text
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Tokenise with truncation at `max_length`, padded to the longest paragraph (or to `max_length`).
+
+        Returns `input_ids (B, T)`, `attention_mask (B, T)` and `truncated (B,) bool`.
+        Every row keeps at least one token (the empty paragraph becomes BOS/EOS), so cross-attention
+        never sees an all-masked row.
+        """
+        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        truncated = torch.tensor([len(x) > self.max_length for x in ids], dtype=torch.bool)
+        self.num_truncated += int(truncated.sum())
+        filler = next(t for t in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id, 0) if t is not None)
+        ids = [x[: self.max_length] or [filler] for x in ids]
+        length = self.max_length if self.padding == "max_length" else max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), length), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((len(ids), length), dtype=torch.long)  # (B, T)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            attention_mask[i, : len(x)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "truncated": truncated}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`input_ids (B, T)`, `attention_mask (B, T)` → `hidden (B, T, out_dim)`, `attention_mask (B, T)`."""
+        backbone = self.base_lm.model  # LlamaModel: no LM head, LoRA layers already injected
+        want_all = self.hidden_layer != -1
+        out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_all)
+        hidden = out.hidden_states[self.hidden_layer] if want_all else out.last_hidden_state  # (B, T, H)
+        if isinstance(self.proj, nn.Linear):
+            hidden = self.proj(hidden.to(self.proj.weight.dtype))  # (B, T, out_dim)
+        if not self.mask_padding:
+            attention_mask = torch.ones_like(attention_mask)  # released behaviour: padding is attended
+        return hidden, attention_mask  # (B, T, D), (B, T)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convenience: tokenise + forward on this module's device."""
+        device = next(self.parameters()).device
+        tok = self.tokenize(texts)
+        return self(tok["input_ids"].to(device), tok["attention_mask"].to(device))
+
+    def settings(self) -> dict:
+        """What `pipeline.save_pretrained` records next to the weights (`text_encoder_config.json`)."""
+        return {
+            "hidden_layer": self.hidden_layer,
+            "max_length": self.max_length,
+            "padding": self.padding,
+            "mask_padding": self.mask_padding,
+            "out_dim": self.out_dim,
+            "lora": None if self.lora is None else vars(self.lora),
+        }

@@ -1,0 +1,107 @@
+"""ParaDiffusion LightningModule: a tiny model trains and samples on CPU through a Lightning Trainer;
+EMA is saved/restored; stage chaining with init_from; parameter groups."""
+import lightning as L
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from torch.utils.data import DataLoader
+
+from paradiffusion.models import LLMTextEncoder, LoRASettings
+from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config, tiny_unet
+from paradiffusion.module import ParaDiffusion
+
+COLORS = {"red": (1.0, 0.0, 0.0), "blue": (0.0, 0.0, 1.0), "green": (0.0, 1.0, 0.0)}
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    return str(build_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
+
+
+def make_module(tok_dir, **kw) -> ParaDiffusion:
+    torch.manual_seed(0)
+    enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok_dir, lora=LoRASettings(r=4), out_dim=32)
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
+                          timestep_spacing="trailing")
+    defaults = dict(unet_lr=1e-3, lora_lr=1e-4, warmup_steps=2, ema_decay=0.9, sample_steps=4)
+    return ParaDiffusion(enc, tiny_unet(cross_attention_dim=32), sched, **(defaults | kw))
+
+
+def loader(module: ParaDiffusion, n: int = 16, batch_size: int = 8) -> DataLoader:
+    """Follows the batch contract: pixel_values in [-1, 1], dynamic-padded input_ids / attention_mask, text, id."""
+    items = []
+    for i in range(n):
+        color = list(COLORS)[i % 3]
+        img = torch.ones(3, 16, 16) * 0.5
+        img[:, 4:12, 4:12] = torch.tensor(COLORS[color]).view(3, 1, 1)
+        items.append({"id": str(i), "text": f"a {color} square in the center of a gray background", "image": img})
+
+    def collate(batch):
+        tok = module.text_encoder.tokenize([b["text"] for b in batch])
+        return {"pixel_values": torch.stack([2 * b["image"] - 1 for b in batch]), **tok,
+                "text": [b["text"] for b in batch], "id": [b["id"] for b in batch]}
+
+    return DataLoader(items, batch_size=batch_size, collate_fn=collate)
+
+
+def trainer(tmp_path, **kw) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir=tmp_path, gradient_clip_val=1.0, **kw)
+
+
+def test_trains_samples_and_resumes(tok_dir, tmp_path):
+    module = make_module(tok_dir)
+    dl = loader(module)
+    t = trainer(tmp_path, max_steps=6, enable_checkpointing=False, limit_val_batches=1, val_check_interval=3, check_val_every_n_epoch=None)
+    module.configure_model()
+    before = {k: v.detach().clone() for k, v in module.trainable_named_parameters().items()}
+    t.fit(module, dl, dl)
+    losses = t.callback_metrics
+    assert torch.isfinite(losses["train/loss"]) and torch.isfinite(losses["val/loss"])
+    assert "train/lr_unet" in losses and "train/lr_lora" in losses
+    after = module.trainable_named_parameters()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(k.startswith("unet.") for k in changed) and any("lora_B" in k for k in changed)
+    assert module.ema.num_updates == 6
+    ema_w = dict(module.ema.shadow)
+    assert not all(torch.equal(ema_w[k], after[k].float()) for k in ema_w)  # EMA differs from the raw weights
+
+    images = module.make_pipeline()(["a red square in the center"] * 2, num_inference_steps=4, guidance_scale=2.0)
+    assert images.shape == (2, 3, 16, 16) and images.min() >= 0 and images.max() <= 1
+    # make_pipeline(use_ema=True) copies: the training weights are untouched
+    assert all(torch.equal(after[k], module.trainable_named_parameters()[k]) for k in after)
+
+    # test: sampling with EMA weights, logs test/loss (no spec in this batch → no scorer needed)
+    out = t.test(module, loader(module, n=4, batch_size=4), verbose=False)
+    assert "test/loss" in out[0]
+
+    # checkpoint → resume continues the EMA; the raw weights come back exactly
+    ckpt = tmp_path / "last.ckpt"
+    t.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["ema"]["num_updates"] == 6
+    resumed = make_module(tok_dir)
+    t2 = trainer(tmp_path, max_steps=8, enable_checkpointing=False, limit_val_batches=0)
+    t2.fit(resumed, dl, ckpt_path=str(ckpt))
+    assert resumed.ema.num_updates == 8
+
+    # stage chaining: weights only (EMA weights by default), fresh optimizer
+    nxt = make_module(tok_dir, init_from=str(ckpt))
+    nxt.configure_model()
+    for k, p in nxt.trainable_named_parameters().items():
+        torch.testing.assert_close(p, saved["ema"]["shadow"][k])
+
+
+def test_param_groups_and_caption_dropout(tok_dir, tmp_path):
+    module = make_module(tok_dir, unet_lr=1e-4, lora_lr=5e-6)
+    module.configure_model()
+    module.trainer = None  # not attached: configure_optimizers only needs hparams for a constant schedule
+    opt = module.configure_optimizers()["optimizer"]
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["lora"]["initial_lr"] == 5e-6 and by_name["unet"]["initial_lr"] == 1e-4  # before warm-up
+    n_lora = sum(p.numel() for p in by_name["lora"]["params"])
+    assert n_lora == sum(p.numel() for n, p in module.named_parameters() if "lora_" in n)
+    tok = module.text_encoder.tokenize(["a red square", "a blue square at the top"])
+    ids, mask = module.drop_captions(tok["input_ids"], tok["attention_mask"], p=1.0)
+    empty = module.text_encoder.tokenize([""])
+    assert torch.equal(mask.sum(1), torch.tensor([1, 1])) and (ids[:, 0] == empty["input_ids"][0, 0]).all()
