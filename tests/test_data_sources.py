@@ -110,7 +110,10 @@ class _ByteTokenizer:
 
     pad_token_id = 0
 
-    def __call__(self, texts, add_special_tokens=True, truncation=False):
+    bos_token_id = 1
+    eos_token_id = None
+
+    def __call__(self, texts, add_special_tokens=True, truncation=False, verbose=False):
         return {"input_ids": [[1] + [2 + (ord(c) % 50) for c in t] for t in texts]}
 
 

@@ -48,7 +48,8 @@ def _stages(root: Path) -> list[Stage]:
 
     return [
         Stage("stage0", [str(EXPERIMENTS / "tiny" / "stage0_lm.yaml")], 300,
-              [f"--model.init_args.export_dir={lm_dir}", f"--data.init_args.tokenizer_dir={root / 'stage0' / 'tokenizer'}"]),
+              [f"--model.init_args.export_dir={lm_dir}", f"--trainer.default_root_dir={root / 'stage0'}",
+               f"--trainer.logger.init_args.save_dir={root / 'stage0'}"]),
         Stage("stage1", [base, model, str(EXPERIMENTS / "tiny" / "stage1.yaml")], 350, encoder),
         Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml")], 350, encoder + [ckpt("stage1")]),
         Stage("stage3", [base, model, str(EXPERIMENTS / "tiny" / "stage3.yaml")], 120, encoder + [ckpt("stage2")]),
@@ -59,7 +60,9 @@ def _args(stage: Stage, root: Path, budget: str) -> list[str]:
     args: list[str] = []
     for c in stage.configs:
         args += ["--config", c]
-    args += [f"--trainer.logger.init_args.save_dir={root}", *stage.overrides]
+    if stage.name != "stage0":
+        args.append(f"--trainer.logger.init_args.save_dir={root}")
+    args += stage.overrides
     if budget == "short":
         args.append(f"--trainer.max_steps={stage.short_steps}")
     return args

@@ -5,6 +5,8 @@ from typing import Any
 
 import torch
 
+from paradiffusion.models.text_encoder import tokenize_paragraphs
+
 
 class ParagraphCollator:
     """Picklable collate function, so it also works in DataLoader worker processes.
@@ -14,23 +16,15 @@ class ParagraphCollator:
     the module can log it; it is never silent.
     """
 
-    def __init__(self, tokenizer: Any, max_length: int = 512):
+    def __init__(self, tokenizer: Any, max_length: int = 512, padding: str = "longest"):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.padding = padding
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-        num_truncated = sum(len(x) > self.max_length for x in ids)
-        ids = [x[: self.max_length] for x in ids]
-        longest = max(len(x) for x in ids)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(ids), longest), pad_id, dtype=torch.long)  # (B, T)
-        attention_mask = torch.zeros((len(ids), longest), dtype=torch.long)  # (B, T)
-        for i, x in enumerate(ids):  # right padding: causal LMs' real tokens never see the pads
-            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            attention_mask[i, : len(x)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "num_truncated": torch.tensor(num_truncated, dtype=torch.long)}
+        out = tokenize_paragraphs(self.tokenizer, texts, self.max_length, self.padding)
+        out["num_truncated"] = out.pop("truncated").sum()
+        return out
 
     def __call__(self, items: list[dict]) -> dict[str, Any]:
         images = torch.stack([it["image"] for it in items])  # (B, 3, R, R) in [0, 1]

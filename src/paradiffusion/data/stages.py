@@ -100,7 +100,7 @@ class ImageTextDataModule(L.LightningDataModule):
             raise RuntimeError("no tokenizer: attach the datamodule to a Trainer with a ParaDiffusion model, "
                                "or pass data.tokenizer=DIR")
         max_length = self.max_length or getattr(encoder, "max_length", None) or 512
-        return ParagraphCollator(tokenizer, max_length)
+        return ParagraphCollator(tokenizer, max_length, getattr(encoder, "padding", "longest"))
 
     def setup(self, stage: str | None = None) -> None:
         self.collator = self._make_collator()

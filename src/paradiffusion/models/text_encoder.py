@@ -186,24 +186,11 @@ class LLMTextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenise with truncation at `max_length`, padded to the longest paragraph (or to `max_length`).
-
-        Returns `input_ids (B, T)`, `attention_mask (B, T)` and `truncated (B,) bool`.
-        Every row keeps at least one token (the empty paragraph becomes BOS/EOS), so cross-attention
-        never sees an all-masked row.
-        """
-        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-        truncated = torch.tensor([len(x) > self.max_length for x in ids], dtype=torch.bool)
-        self.num_truncated += int(truncated.sum())
-        filler = next(t for t in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id, 0) if t is not None)
-        ids = [x[: self.max_length] or [filler] for x in ids]
-        length = self.max_length if self.padding == "max_length" else max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), length), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
-        attention_mask = torch.zeros((len(ids), length), dtype=torch.long)  # (B, T)
-        for i, x in enumerate(ids):
-            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            attention_mask[i, : len(x)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "truncated": truncated}
+        """Tokenise with truncation at `max_length`, padded to the longest paragraph (or to `max_length`);
+        see :func:`tokenize_paragraphs`. Truncations are added to `num_truncated`."""
+        out = tokenize_paragraphs(self.tokenizer, texts, self.max_length, self.padding)
+        self.num_truncated += int(out["truncated"].sum())
+        return out
 
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,3 +222,27 @@ class LLMTextEncoder(nn.Module):
             "out_dim": self.out_dim,
             "lora": None if self.lora is None else vars(self.lora),
         }
+
+
+def tokenize_paragraphs(
+    tokenizer, texts: list[str], max_length: int, padding: Literal["longest", "max_length"] = "longest"
+) -> dict[str, torch.Tensor]:
+    """Paragraphs -> `input_ids (B, T)`, `attention_mask (B, T)`, `truncated (B,) bool`.
+
+    The one tokenisation rule, shared by the encoder (sampling) and the DataModules' collate function (training),
+    so both see identical inputs. Right padding: a causal LM's real tokens never attend to the pads, so the hidden
+    states of a paragraph do not depend on what it is batched with. Every row keeps at least one token (the empty
+    paragraph becomes BOS/EOS), so cross-attention never sees an all-masked row.
+    """
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    truncated = torch.tensor([len(x) > max_length for x in ids], dtype=torch.bool)
+    filler = next(t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, 0) if t is not None)
+    ids = [x[:max_length] or [filler] for x in ids]
+    length = max_length if padding == "max_length" else max(len(x) for x in ids)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else filler
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(ids), length), dtype=torch.long)  # (B, T)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        attention_mask[i, : len(x)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "truncated": truncated}
