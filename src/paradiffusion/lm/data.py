@@ -1,0 +1,165 @@
+"""`LMTextDataModule`: paragraph text -> tokenizer -> packed fixed-length blocks for causal-LM pretraining."""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import PreTrainedTokenizerBase
+
+from paradiffusion.lm.text_sources import check_splits, file_texts, parashapes_texts
+from paradiffusion.lm.tokenizer import load_tokenizer, train_bpe_tokenizer
+
+
+class PackedBlocks(Dataset):
+    """Fixed-length token blocks; labels equal inputs (the HF causal-LM loss shifts them itself)."""
+
+    def __init__(self, blocks: torch.Tensor):
+        self.blocks = blocks  # (N, seq_len) long
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
+
+
+class LMTextDataModule(L.LightningDataModule):
+    """Text for the stage-0 LM: ParaShapes paragraphs (default) and/or plain text files.
+
+    Args:
+        splits: ParaShapes splits to take paragraphs from; `heldout` and `test` are refused (their phrasing is
+            for evaluation only). Empty: no ParaShapes text.
+        n_per_split: scenes generated per split.
+        seed: generation seed and the seed of the document-level train/val split.
+        text_files: extra corpora: `.txt` (a document per line), `.jsonl` / `.csv` (field `text_field`).
+        tokenizer_dir: load the tokenizer from here if it holds one; otherwise train one and save it here.
+            `None`: train in memory (deterministic, so every DDP rank gets the same one).
+        bpe_vocab_size, bpe_min_frequency: BPE training settings (ignored when the tokenizer is loaded). The
+            trainer stops below bpe_vocab_size when no pair is frequent enough; the model takes the real size.
+        seq_len: tokens per packed training block.
+        val_fraction: share of documents (not blocks) held out for validation, so val text is unseen text.
+        model_max_length: the tokenizer's `model_max_length` (what the text encoder truncates to by default).
+    """
+
+    def __init__(
+        self,
+        splits: Sequence[str] = ("stage1", "stage2", "stage3"),
+        n_per_split: int = 2000,
+        seed: int = 0,
+        text_files: Sequence[str] = (),
+        text_field: str = "text",
+        tokenizer_dir: str | None = None,
+        bpe_vocab_size: int = 2048,
+        bpe_min_frequency: int = 2,
+        seq_len: int = 256,
+        val_fraction: float = 0.05,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        model_max_length: int = 512,
+    ):
+        super().__init__()
+        check_splits(splits)  # fail at config time, not after minutes of generation
+        if not splits and not text_files:
+            raise ValueError("data: no text source (both splits and text_files are empty)")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction={val_fraction}: expected 0 < val_fraction < 1")
+        self.save_hyperparameters()
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.train_set: PackedBlocks | None = None
+        self.val_set: PackedBlocks | None = None
+        self.unigram_ppl: float | None = None  # baseline: val perplexity of the train unigram distribution
+        self.stats: dict[str, int] = {}
+        self._docs: tuple[list[str], list[str]] | None = None
+
+    # --- text -------------------------------------------------------------------------------------------
+    def documents(self) -> tuple[list[str], list[str]]:
+        """(train, val) documents, split at document level with a fixed seed."""
+        if self._docs is None:
+            hp = self.hparams
+            docs = parashapes_texts(hp.splits, hp.n_per_split, seed=hp.seed)
+            for path in hp.text_files:
+                docs += file_texts(path, hp.text_field)
+            docs = [d for d in docs if d]
+            random.Random(hp.seed).shuffle(docs)
+            n_val = max(1, round(len(docs) * hp.val_fraction))
+            if len(docs) - n_val < 1:
+                raise ValueError(f"data: only {len(docs)} documents; need at least 2 for a train/val split")
+            self._docs = (docs[n_val:], docs[:n_val])
+        return self._docs
+
+    def build_tokenizer(self) -> PreTrainedTokenizerBase:
+        hp = self.hparams
+        if hp.tokenizer_dir is not None and (Path(hp.tokenizer_dir) / "tokenizer.json").is_file():
+            return load_tokenizer(hp.tokenizer_dir)
+        # Trained on training documents only: validation text stays unseen by every learnt part.
+        tok = train_bpe_tokenizer(
+            self.documents()[0], hp.bpe_vocab_size, hp.bpe_min_frequency, hp.model_max_length
+        )
+        if hp.tokenizer_dir is not None:
+            tok.save_pretrained(hp.tokenizer_dir)
+        return tok
+
+    # --- Lightning hooks ----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        # Rank 0 only: write the tokenizer once so DDP ranks load the same files in `setup`.
+        if self.hparams.tokenizer_dir is not None:
+            self.build_tokenizer()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return  # fit then validate/test: keep what is built
+        self.tokenizer = self.build_tokenizer()
+        train_docs, val_docs = self.documents()
+        train_ids, val_ids = self._pack_stream(train_docs), self._pack_stream(val_docs)
+        seq_len = self.hparams.seq_len
+        for name, ids in (("train", train_ids), ("val", val_ids)):
+            if ids.numel() < seq_len:
+                raise ValueError(
+                    f"data: the {name} text has {ids.numel()} tokens, fewer than one block of seq_len={seq_len}; "
+                    f"add text (n_per_split, text_files) or lower seq_len / raise val_fraction"
+                )
+        # Drop the tail that does not fill a block (< seq_len tokens per split).
+        self.train_set = PackedBlocks(train_ids[: len(train_ids) // seq_len * seq_len].view(-1, seq_len))
+        self.val_set = PackedBlocks(val_ids[: len(val_ids) // seq_len * seq_len].view(-1, seq_len))
+        self.unigram_ppl = unigram_perplexity(self.train_set.blocks, self.val_set.blocks, len(self.tokenizer))
+        self.stats = {
+            "train_docs": len(train_docs), "val_docs": len(val_docs),
+            "train_tokens": self.train_set.blocks.numel(), "val_tokens": self.val_set.blocks.numel(),
+            "train_blocks": len(self.train_set), "val_blocks": len(self.val_set), "vocab_size": len(self.tokenizer),
+        }  # fmt: skip
+
+    def _pack_stream(self, docs: list[str]) -> torch.Tensor:
+        """`<s> doc </s>` for every document, concatenated: (n_tokens,) long."""
+        assert self.tokenizer is not None
+        # add_special_tokens=True prepends BOS (Llama-style); EOS is appended so the LM learns where text ends.
+        ids = self.tokenizer(docs, add_special_tokens=True)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        return torch.tensor([t for doc in ids for t in (*doc, eos)], dtype=torch.long)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return DataLoader(
+            self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
+            num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+        )  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+
+def unigram_perplexity(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> float:
+    """Perplexity on the val targets of the add-one-smoothed train unigram distribution.
+
+    The baseline a causal LM must beat clearly to have learnt anything beyond token frequencies. Targets are
+    positions 1.. of each block, the tokens the LM's loss scores.
+    """
+    counts = torch.bincount(train.flatten(), minlength=vocab_size).double() + 1.0
+    logp = counts.log() - counts.sum().log()
+    return math.exp(-logp[val[:, 1:].flatten()].mean().item())
+

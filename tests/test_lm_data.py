@@ -1,0 +1,126 @@
+"""Stage-0 LM data: ParaShapes text (never the held-out phrasing), text files, packing, clear errors."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from paradiffusion.lm.data import LMTextDataModule, unigram_perplexity
+from paradiffusion.lm.text_sources import file_texts
+from paradiffusion.lm.tokenizer import SPECIAL_IDS
+
+SMALL = dict(n_per_split=40, seq_len=64, batch_size=4, bpe_vocab_size=512)
+
+
+@pytest.fixture(scope="module")
+def dm():
+    dm = LMTextDataModule(**SMALL)
+    dm.setup("fit")
+    return dm
+
+
+def test_blocks_and_loaders(dm):
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape == (4, 64) and batch["input_ids"].dtype == torch.long
+    assert torch.equal(batch["input_ids"], batch["labels"])  # the HF loss shifts labels itself
+    assert int(batch["input_ids"].max()) < len(dm.tokenizer)
+    assert len(dm.val_set) >= 1 and dm.stats["val_docs"] >= 1
+    # Every document is "<s> text </s>": as many BOS as EOS in the packed stream (up to the cut-off tail).
+    blocks = dm.train_set.blocks
+    n_bos = int((blocks == SPECIAL_IDS["bos_token_id"]).sum())
+    assert abs(n_bos - int((blocks == SPECIAL_IDS["eos_token_id"]).sum())) <= 1
+    assert n_bos >= dm.stats["train_docs"] - 64  # all but what the dropped tail (< seq_len tokens) held
+    assert 1.0 < dm.unigram_ppl < len(dm.tokenizer)
+
+
+def test_train_val_split_by_document(dm):
+    # Split whole documents (val text is unseen text), deterministic for a seed.
+    train, val = dm.documents()
+    assert len(train) + len(val) == 3 * SMALL["n_per_split"] and len(val) == round(0.05 * len(train + val))
+    assert LMTextDataModule(**SMALL).documents() == (train, val)
+
+
+def test_never_uses_heldout_phrasing(dm):
+    from paradiffusion.parashapes.lexicon import HELDOUT
+
+    wordings = {w for field in vars(HELDOUT).values() for ws in field.values() for w in ws}
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(wordings, key=len, reverse=True)) + r")\b")
+    train, val = dm.documents()
+    hits = [m.group(0) for d in train + val for m in [pattern.search(d)] if m]
+    assert not hits, f"held-out wordings in LM text: {sorted(set(hits))[:10]}"
+
+
+def test_never_generates_heldout_split(monkeypatch):
+    import paradiffusion.parashapes as ps
+
+    calls = []
+    real = ps.generate_split
+
+    def spy(split, n, seed=0, **kw):
+        calls.append(split)
+        return real(split, n, seed=seed, **kw)
+
+    monkeypatch.setattr(ps, "generate_split", spy)
+    LMTextDataModule(**SMALL).documents()
+    assert calls and "heldout" not in calls and "test" not in calls
+    for split in ("heldout", "test"):
+        with pytest.raises(ValueError, match=f"'{split}'.*evaluation-only"):
+            LMTextDataModule(splits=["stage2", split])
+
+
+def test_tokenizer_dir_saved_then_loaded(tmp_path):
+    a = LMTextDataModule(**SMALL, tokenizer_dir=str(tmp_path / "tok"))
+    a.prepare_data()
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()
+    a.setup()
+    b = LMTextDataModule(splits=["stage3"], n_per_split=40, seq_len=64, tokenizer_dir=str(tmp_path / "tok"))
+    b.setup()  # loads, does not retrain on its (different) text
+    assert b.tokenizer.backend_tokenizer.to_str() == a.tokenizer.backend_tokenizer.to_str()
+
+
+def test_text_files(tmp_path):
+    (tmp_path / "a.txt").write_text("first paragraph\n\nsecond paragraph\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "third"}) + "\n\n" + json.dumps({"text": "fourth"}) + "\n")
+    (tmp_path / "c.csv").write_text('id,text\n1,"fifth, with comma"\n')
+    assert file_texts(tmp_path / "a.txt") == ["first paragraph", "second paragraph"]
+    assert file_texts(tmp_path / "b.jsonl") == ["third", "fourth"]
+    assert file_texts(tmp_path / "c.csv") == ["fifth, with comma"]
+    dm = LMTextDataModule(splits=[], text_files=[str(tmp_path / "a.txt")] * 20, seq_len=8, bpe_vocab_size=300)
+    dm.setup()
+    assert dm.stats["train_docs"] + dm.stats["val_docs"] == 40
+
+
+def test_errors_name_file_line_field(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        file_texts(missing)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"caption": "x"}) + "\n")
+    with pytest.raises(ValueError, match=re.escape(f"{bad}:2: field 'text' missing")):
+        file_texts(bad)
+    bad.write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(ValueError, match=re.escape(f"{bad}:2: invalid JSON")):
+        file_texts(bad)
+    bad.write_text('{"text": 3}\n')
+    with pytest.raises(ValueError, match=re.escape(f"{bad}:1: field 'text' is int")):
+        file_texts(bad)
+    csv_path = tmp_path / "x.csv"
+    csv_path.write_text("id,caption\n1,a\n")
+    with pytest.raises(ValueError, match=re.escape(f"{csv_path}:1: no column 'text'")):
+        file_texts(csv_path)
+    with pytest.raises(ValueError, match="unsupported text file type '.parquet'"):
+        (tmp_path / "x.parquet").write_text("")
+        file_texts(tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="no text source"):
+        LMTextDataModule(splits=[], text_files=[])
+    with pytest.raises(ValueError, match="fewer than one block"):
+        (tmp_path / "s.txt").write_text("a b\nc d\n")
+        LMTextDataModule(splits=[], text_files=[str(tmp_path / "s.txt")], seq_len=256, bpe_vocab_size=300).setup()
+
+
+def test_unigram_perplexity_uniform():
+    # Each of 4 tokens equally often -> perplexity ~4 (add-one smoothing over a vocab of 4 changes nothing).
+    blocks = torch.arange(4).repeat(8).view(4, 8)
+    assert unigram_perplexity(blocks, blocks, 4) == pytest.approx(4.0)
