@@ -1,0 +1,95 @@
+"""Torch datasets that render ParaShapes on the fly, so training needs no disk.
+
+Item: {"id": str, "image": FloatTensor (3, R, R) in [0, 1], "text": str, "spec": dict}.
+`ParaShapesDataset(split, n, ...)[i]` is exactly item `i` of `ParaShapesIterable(split, ...)` read by a
+single process: both are `generate_one(split, i, seed)` rendered.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from .generate import DEFAULT_STYLE, SPLITS, generate_one
+from .render import MAX_RESOLUTION, MIN_RESOLUTION, STYLES, render_tensor
+from .spec import SceneSpec
+
+
+def _check_args(split: str, resolution: int, style: str | None, seed: int) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
+        raise ValueError(f"resolution must be in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {resolution}")
+    style = style or DEFAULT_STYLE[split]
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return style
+
+
+def make_item(spec: SceneSpec, resolution: int, style: str) -> dict[str, Any]:
+    """The dataset item of a spec (render + text + plain-dict spec)."""
+    return {"id": spec.id, "image": render_tensor(spec, resolution, style), "text": spec.paragraph,
+            "spec": spec.to_dict()}
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """DDP rank/world size: from torch.distributed when initialised, else the launcher's env vars."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class ParaShapesIterable(IterableDataset):
+    """Infinite, seeded stream of rendered ParaShapes samples.
+
+    The global index space 0, 1, 2, ... is dealt round-robin over (DDP rank, dataloader worker) pairs:
+    stream k of S = world_size * num_workers yields indices start + k, start + k + S, ... so no two
+    ranks/workers ever repeat each other, and the union over all of them is exactly 0, 1, 2, ...
+    `start` lets a resumed run continue where it stopped (e.g. start = global_step * global_batch).
+    """
+
+    def __init__(self, split: str, resolution: int = 32, style: str | None = None, seed: int = 0,
+                 start: int = 0, rank: int | None = None, world_size: int | None = None):
+        super().__init__()
+        self.style = _check_args(split, resolution, style, seed)
+        self.split, self.resolution, self.seed, self.start = split, int(resolution), int(seed), int(start)
+        self._rank, self._world = rank, world_size
+
+    def _stream(self) -> tuple[int, int]:
+        rank, world = _rank_and_world()
+        rank = self._rank if self._rank is not None else rank
+        world = self._world if self._world is not None else world
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        return rank * nw + wid, world * nw
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        k, stride = self._stream()
+        i = self.start + k
+        while True:
+            yield make_item(generate_one(self.split, i, self.seed, self.style), self.resolution, self.style)
+            i += stride
+
+
+class ParaShapesDataset(Dataset):
+    """Finite map-style version: items 0..n-1 of the split (specs generated up front, images lazily)."""
+
+    def __init__(self, split: str, n: int, resolution: int = 32, style: str | None = None, seed: int = 0):
+        super().__init__()
+        self.style = _check_args(split, resolution, style, seed)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        self.split, self.n, self.resolution, self.seed = split, int(n), int(resolution), int(seed)
+        self.specs: list[SceneSpec] = [generate_one(split, i, self.seed, self.style) for i in range(self.n)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} samples")
+        return make_item(self.specs[i], self.resolution, self.style)
