@@ -30,6 +30,7 @@ class ParaDiffusionCLI(LightningCLI):
     """LightningCLI with the project's defaults: omegaconf interpolation, overwrite-safe config saving."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any):
+        self._subcommands = run
         super().__init__(
             L.LightningModule,
             L.LightningDataModule,
@@ -42,6 +43,13 @@ class ParaDiffusionCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        if not self._subcommands:
+            # A run's saved config.yaml (written by `fit`) carries the subcommand's own keys; accept them when the
+            # config is only used to rebuild the model (generate, export, notebooks).
+            parser.add_argument("--ckpt_path", type=str | None, default=None)
+            parser.add_argument("--weights_only", type=bool | None, default=None)
 
 
 # --------------------------------------------------------------------------------------------------------------

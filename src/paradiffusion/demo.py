@@ -7,7 +7,8 @@ ParaShapes judge, and finally prints one table: faithfulness per stage next to t
 
 Budget (environment variable ``DEMO_BUDGET``):
   ``short`` (default) — shortened step budgets, about 20 minutes on 2 cores;
-  ``full``            — the step budgets written in ``experiments/tiny/*.yaml`` (the full tiny schedule).
+  ``full``            — the step budgets written in ``experiments/tiny/*.yaml`` (the full tiny schedule);
+  ``smoke``           — 2 steps a stage on tiny data: checks the whole chain in a minute (used by the tests).
 Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (heldout paragraphs scored per stage, default 64).
 """
 from __future__ import annotations
@@ -56,6 +57,15 @@ def _stages(root: Path) -> list[Stage]:
     ]
 
 
+def _smoke(stage: Stage) -> list[str]:
+    """The whole chain in seconds (tests/CI): 2 steps a stage, tiny data, one validation each."""
+    args = ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.log_every_n_steps=1"]
+    if stage.name == "stage0":
+        return args + ["--data.init_args.n_per_split=60", "--data.init_args.batch_size=2", "--data.init_args.seq_len=128"]
+    args += ["--data.init_args.n_val=4", "--data.init_args.batch_size=4", "--trainer.num_sanity_val_steps=0"]
+    return args + (["--data.init_args.n_train=8"] if stage.name == "stage3" else [])
+
+
 def _args(stage: Stage, root: Path, budget: str) -> list[str]:
     args: list[str] = []
     for c in stage.configs:
@@ -65,6 +75,8 @@ def _args(stage: Stage, root: Path, budget: str) -> list[str]:
     args += stage.overrides
     if budget == "short":
         args.append(f"--trainer.max_steps={stage.short_steps}")
+    elif budget == "smoke":
+        args += _smoke(stage)
     return args
 
 
@@ -85,11 +97,11 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     budget = os.environ.get("DEMO_BUDGET", "short")
-    if budget not in ("short", "full"):
-        raise SystemExit(f"DEMO_BUDGET must be 'short' or 'full', got {budget!r}")
+    if budget not in ("short", "full", "smoke"):
+        raise SystemExit(f"DEMO_BUDGET must be 'short', 'full' or 'smoke', got {budget!r}")
     root = Path(os.environ.get("DEMO_DIR", "runs/demo")).resolve()
     n_eval = int(os.environ.get("DEMO_EVAL_N", "64"))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
