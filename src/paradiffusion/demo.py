@@ -48,12 +48,12 @@ def _stages(root: Path) -> list[Stage]:
         return f"--model.init_args.init_from={root / stage / 'run' / 'checkpoints' / 'last.ckpt'}"
 
     return [
-        Stage("stage0", [str(EXPERIMENTS / "tiny" / "stage0_lm.yaml")], 300,
+        Stage("stage0", [str(EXPERIMENTS / "tiny" / "stage0_lm.yaml")], 200,
               [f"--model.init_args.export_dir={lm_dir}", f"--trainer.default_root_dir={root / 'stage0'}",
                f"--trainer.logger.init_args.save_dir={root / 'stage0'}"]),
-        Stage("stage1", [base, model, str(EXPERIMENTS / "tiny" / "stage1.yaml")], 350, encoder),
-        Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml")], 350, encoder + [ckpt("stage1")]),
-        Stage("stage3", [base, model, str(EXPERIMENTS / "tiny" / "stage3.yaml")], 120, encoder + [ckpt("stage2")]),
+        Stage("stage1", [base, model, str(EXPERIMENTS / "tiny" / "stage1.yaml")], 300, encoder),
+        Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml")], 180, encoder + [ckpt("stage1")]),
+        Stage("stage3", [base, model, str(EXPERIMENTS / "tiny" / "stage3.yaml")], 60, encoder + [ckpt("stage2")]),
     ]
 
 
