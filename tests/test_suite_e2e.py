@@ -34,6 +34,7 @@ def test_demo_chain_writes_every_stage(demo_run):
     assert (demo_run / "stage0" / "hf" / "tokenizer.json").exists()
     summary = json.loads((demo_run / "summary.json").read_text())
     assert [r["stage"] for r in summary["rows"]] == ["untrained", "stage1", "stage2", "stage3"]
+    assert "test_scores" in summary["rows"][0] and "test_scores" in summary["rows"][-1]
     for row in summary["rows"]:
         assert 0.0 <= row["scores"]["object_exact"] <= 1.0
         assert (demo_run / "eval" / row["stage"] / "grid.png").exists()

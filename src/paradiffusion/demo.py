@@ -2,14 +2,15 @@
 
 stage 0 (a small Llama, pretrained here as a causal LM) -> stage 1 (short captions) -> stage 2 (long paragraphs,
 LoRA on the LLM jointly with the UNet) -> stage 3 (small curated set). After each stage it samples images for
-ParaShapes ``heldout`` paragraphs (phrasing never seen in training) with the EMA weights, scores them with the
-ParaShapes judge, and finally prints one table: faithfulness per stage next to the untrained model's.
+ParaShapes ``heldout`` paragraphs (phrasing never seen in training) with the EMA weights and scores them with the
+ParaShapes judge; the untrained and the final model are also scored on ``test`` paragraphs (training phrasing, unseen
+scenes). It ends with the tables: faithfulness per stage next to the untrained model's.
 
 Budget (environment variable ``DEMO_BUDGET``):
   ``short`` (default) — shortened step budgets, about 20 minutes on 2 cores;
   ``full``            — the step budgets written in ``experiments/tiny/*.yaml`` (the full tiny schedule);
   ``smoke``           — 2 steps a stage on tiny data: checks the whole chain in a minute (used by the tests).
-Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (heldout paragraphs scored per stage, default 64).
+Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (paragraphs scored per stage and split, default 48).
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def _stages(root: Path) -> list[Stage]:
         Stage("stage0", [str(EXPERIMENTS / "tiny" / "stage0_lm.yaml")], 200,
               [f"--model.init_args.export_dir={lm_dir}", f"--trainer.default_root_dir={root / 'stage0'}",
                f"--trainer.logger.init_args.save_dir={root / 'stage0'}"]),
-        Stage("stage1", [base, model, str(EXPERIMENTS / "tiny" / "stage1.yaml")], 300, encoder),
-        Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml")], 180, encoder + [ckpt("stage1")]),
+        Stage("stage1", [base, model, str(EXPERIMENTS / "tiny" / "stage1.yaml")], 220, encoder),
+        Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml")], 130, encoder + [ckpt("stage1")]),
         Stage("stage3", [base, model, str(EXPERIMENTS / "tiny" / "stage3.yaml")], 60, encoder + [ckpt("stage2")]),
     ]
 
@@ -80,20 +81,23 @@ def _args(stage: Stage, root: Path, budget: str) -> list[str]:
     return args
 
 
-def _evaluate(module, name: str, root: Path, n: int) -> dict[str, float]:
+def _evaluate(module, name: str, root: Path, n: int, split: str = "heldout") -> dict[str, float]:
     pipeline = module.make_pipeline(use_ema=True)
     t0 = time.time()
-    scores = evaluate_split(pipeline, "heldout", n=n, seed=0, settings=SamplingSettings(), out_dir=root / "eval" / name)
-    print(f"[demo] {name}: sampled and scored {n} heldout paragraphs in {time.time() - t0:.0f}s: "
+    out = root / "eval" / (name if split == "heldout" else f"{name}-{split}")
+    scores = evaluate_split(pipeline, split, n=n, seed=0, settings=SamplingSettings(), out_dir=out)
+    print(f"[demo] {name}: sampled and scored {n} {split} paragraphs in {time.time() - t0:.0f}s: "
           + ", ".join(f"{k}={scores[k]:.3f}" for k in HEADLINE if k in scores), flush=True)
     return scores
 
 
-def _table(rows: list[dict]) -> str:
+def _table(rows: list[dict], key: str = "scores") -> str:
     head = f"{'stage':<10} {'train min':>9} " + " ".join(f"{k:>12}" for k in HEADLINE)
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['stage']:<10} {r['minutes']:>9.1f} " + " ".join(f"{r['scores'].get(k, float('nan')):>12.3f}" for k in HEADLINE))
+        if key in r:
+            lines.append(f"{r['stage']:<10} {r['minutes']:>9.1f} "
+                         + " ".join(f"{r[key].get(k, float('nan')):>12.3f}" for k in HEADLINE))
     return "\n".join(lines)
 
 
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if budget not in ("short", "full", "smoke"):
         raise SystemExit(f"DEMO_BUDGET must be 'short', 'full' or 'smoke', got {budget!r}")
     root = Path(os.environ.get("DEMO_DIR", "runs/demo")).resolve()
-    n_eval = int(os.environ.get("DEMO_EVAL_N", "64"))
+    n_eval = int(os.environ.get("DEMO_EVAL_N", "48"))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             # The untrained baseline: stage 1's model before any diffusion training (LM from stage 0, random UNet).
             baseline = ParaDiffusionCLI(args=args, run=False).model
             baseline.configure_model()
-            rows.append({"stage": "untrained", "minutes": 0.0, "scores": _evaluate(baseline, "untrained", root, n_eval)})
+            rows.append({"stage": "untrained", "minutes": 0.0, "scores": _evaluate(baseline, "untrained", root, n_eval),
+                         "test_scores": _evaluate(baseline, "untrained", root, n_eval, split="test")})
             del baseline
         print(f"\n[demo] === {stage.name}: paradiffusion fit {' '.join(args)}", flush=True)
         t0 = time.time()
@@ -126,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[demo] stage0: language model exported to {root / 'stage0' / 'hf'} ({minutes:.1f} min)", flush=True)
             continue
         rows.append({"stage": stage.name, "minutes": minutes, "scores": _evaluate(cli.model, stage.name, root, n_eval)})
+        if stage.name == "stage3":  # the final model on the in-distribution phrasing too
+            rows[-1]["test_scores"] = _evaluate(cli.model, stage.name, root, n_eval, split="test")
         summary = {"budget": budget, "eval_split": "heldout", "eval_n": n_eval, "rows": rows,
                    "total_minutes": (time.time() - started) / 60}
         (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -134,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n[demo] ParaShapes faithfulness on heldout paragraphs (unseen phrasing), EMA weights, "
           f"{n_eval} images per row, DPM-Solver++ 20 steps:\n")
     print(_table(rows))
+    print(f"\n[demo] ... and on `test` paragraphs (the training phrasing, unseen scenes), {n_eval} images per row:\n")
+    print(_table(rows, "test_scores"))
     print(f"\n[demo] total {total:.1f} min. Images: {root / 'eval'}/<stage>/grid.png; summary: {root / 'summary.json'}")
     print(f"[demo] TensorBoard: tensorboard --logdir {root}")
     print("[demo] Analysis notebook: PARADIFFUSION_RUN=" f"{root} jupyter nbconvert --execute notebooks/analysis.ipynb")

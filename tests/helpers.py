@@ -1,0 +1,42 @@
+"""Shared test helpers (not a test module)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXP = REPO / "experiments"
+
+
+def random_lm_dir(directory: Path, hidden_size: int = 128) -> Path:
+    """A random-init Llama HF directory with a tiny BPE tokenizer: stands in for a stage-0 LM in fast tests."""
+    from transformers import AutoModelForCausalLM
+
+    from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
+
+    build_tiny_tokenizer(directory)
+    AutoModelForCausalLM.from_config(tiny_llama_config(hidden_size=hidden_size)).save_pretrained(directory)
+    return directory
+
+
+def tiny_stage_args(stage: int, lm_dir: Path, out: Path, *extra: str) -> list[str]:
+    """`paradiffusion fit` arguments for a tiny stage, shrunk to seconds."""
+    return [
+        "--config", str(EXP / "base.yaml"), "--config", str(EXP / "model" / "tiny.yaml"),
+        "--config", str(EXP / "tiny" / f"stage{stage}.yaml"),
+        f"--model.init_args.text_encoder.init_args.pretrained={lm_dir}",
+        f"--trainer.logger.init_args.save_dir={out}",
+        "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=4", "--data.init_args.n_val=4",
+        *extra,
+    ]
+
+
+def run_cli(args: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `paradiffusion ...` in a fresh interpreter (needed for DDP, which re-launches the command per rank)."""
+    proc = subprocess.run([sys.executable, "-m", "paradiffusion.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"paradiffusion {' '.join(args[:3])} … failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
