@@ -62,10 +62,12 @@ class SampleAndScore(Callback):
         scores = score(images, specs)
         headline = {f"val/{k}": scores[k] for k in HEADLINE if k in scores}
         pl_module.log_dict(headline, sync_dist=False)
+        # `trainer.log_dir` is a collective under DDP (rank 0 broadcasts it): every rank must ask, not only rank 0.
+        log_dir = trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
-            self._write(trainer, images, specs, scores)
+            self._write(trainer, log_dir, images, specs, scores)
 
-    def _write(self, trainer: L.Trainer, images: torch.Tensor, specs, scores: dict) -> None:
+    def _write(self, trainer: L.Trainer, log_dir: str, images: torch.Tensor, specs, scores: dict) -> None:
         grid = make_grid(images)  # (3, H', W')
         step = trainer.global_step
         for logger in trainer.loggers:
@@ -73,7 +75,6 @@ class SampleAndScore(Callback):
                 logger.experiment.add_image("val/samples", grid, step)
                 text = "\n\n".join(f"**{i}** ({s.id}): {s.paragraph}" for i, s in enumerate(specs))
                 logger.experiment.add_text("val/paragraphs", text, step)
-        log_dir = trainer.log_dir or trainer.default_root_dir
         out = Path(log_dir) / "samples"
         out.mkdir(parents=True, exist_ok=True)
         to_pil(grid).save(out / f"step_{step:07d}.png")
