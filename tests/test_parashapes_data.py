@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import subprocess
 from itertools import islice
 from pathlib import Path
@@ -111,7 +112,8 @@ def test_cli_generate_score_render(tmp_path, capsys):
 
 
 def test_console_script_webdataset(tmp_path):
-    exe = shutil.which("paradiffusion")
+    # the script installed beside this interpreter (the venv's bin/, which need not be on PATH, e.g. in CI)
+    exe = shutil.which("paradiffusion", path=str(Path(sys.executable).parent))
     assert exe, "console script not installed (pip install -e .)"
     r = subprocess.run([exe, "data", "generate", "--split", "heldout", "--n", "5", "--resolution", "48",
                         "--seed", "2", "--out", str(tmp_path / "wds"), "--format", "webdataset"],
