@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(rows, "test_scores"))
     print(f"\n[demo] total {total:.1f} min. Images: {root / 'eval'}/<stage>/grid.png; summary: {root / 'summary.json'}")
     print(f"[demo] TensorBoard: tensorboard --logdir {root}")
-    print("[demo] Analysis notebook: PARADIFFUSION_RUN=" f"{root} jupyter nbconvert --execute notebooks/analysis.ipynb")
+    print(f"[demo] Analysis notebook: PARADIFFUSION_RUN={root} .venv/bin/jupyter-execute notebooks/analysis.ipynb")
     return 0
 
 
