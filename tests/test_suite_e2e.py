@@ -61,10 +61,11 @@ def test_tensorboard_has_split_metric_names(demo_run):
     assert "val/samples" in acc.Tags()["images"]
 
 
-def test_cli_test_from_saved_run(demo_run, capsys):
+def test_cli_test_from_saved_run(demo_run, tmp_path, capsys):
     run = demo_run / "stage3" / "run"
     cli_main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
-              "--data.init_args.n_test=4", "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
+              "--data.init_args.n_test=4", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+              f"--trainer.default_root_dir={tmp_path}"])  # the run's config.yaml is re-saved there, not in the repo
     out = capsys.readouterr().out
     assert "test/object_exact" in out and "test/loss" in out
 
