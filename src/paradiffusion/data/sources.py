@@ -8,11 +8,9 @@ is normal, skipped *and counted* (``stats``), never dropped silently.
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import logging
-import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -22,10 +20,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from paradiffusion.parashapes.storage import IMAGE_EXTENSIONS, iter_tar_groups, shard_paths
+
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
-TEXT_EXTS = (".txt", ".caption")
+TEXT_EXTS = ("txt", "caption")
 
 
 def to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
@@ -98,39 +97,16 @@ class ManifestDataset(Dataset):
         return {"id": key, "image": to_tensor(_open_image(image, f"{self.path} record {key}"), self.resolution), "text": text}
 
 
-def _shard_paths(pattern: str | list[str]) -> list[str]:
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    paths: list[str] = []
-    for p in patterns:
-        matched = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
-        paths.extend(matched)
+def _checked_shard_paths(pattern: str | list[str]) -> list[str]:
+    """Shard files for a path, folder, glob or list of them; a pattern that matches nothing is an error here
+    (a training run with no data must stop, not stream nothing)."""
+    paths = shard_paths(pattern)
     if not paths:
         raise FileNotFoundError(f"no WebDataset shards match {pattern!r}")
     for p in paths:
         if not Path(p).exists():
             raise FileNotFoundError(f"WebDataset shard not found: {p}")
     return paths
-
-
-def iter_tar_samples(path: str, stats: Counter) -> Iterator[dict]:
-    """Group a tar's members by key (img2dataset layout: ``key.jpg``, ``key.txt``, ``key.json``)."""
-    current_key, parts = None, {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            name = member.name
-            stem, dot, ext = name.rpartition(".")
-            if not dot:
-                stats["skipped_unknown_member"] += 1
-                continue
-            if stem != current_key and current_key is not None:
-                yield {"__key__": current_key, "__shard__": path, **parts}
-                parts = {}
-            current_key = stem
-            parts["." + ext.lower()] = tar.extractfile(member).read()
-        if current_key is not None:
-            yield {"__key__": current_key, "__shard__": path, **parts}
 
 
 class WebDatasetSource(IterableDataset):
@@ -142,7 +118,7 @@ class WebDatasetSource(IterableDataset):
 
     def __init__(self, shards: str | list[str], resolution: int, repeat: bool = False, seed: int = 0,
                  rank: int = 0, world_size: int = 1):
-        self.shards = _shard_paths(shards)
+        self.shards = _checked_shard_paths(shards)
         self.resolution, self.repeat, self.seed = resolution, repeat, seed
         self.rank, self.world_size = rank, world_size
         self.stats: Counter = Counter()
@@ -156,12 +132,12 @@ class WebDatasetSource(IterableDataset):
             order = np.random.default_rng(self.seed + epoch).permutation(len(self.shards)) if self.repeat else range(len(self.shards))
             mine = [self.shards[i] for i in order][slot::slots] or [self.shards[i] for i in order][: 1]
             for shard in mine:
-                for sample in iter_tar_samples(shard, self.stats):
-                    image_ext = next((e for e in IMAGE_EXTS if e in sample), None)
+                for key, sample in iter_tar_groups(shard):
+                    image_ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
                     text_ext = next((e for e in TEXT_EXTS if e in sample), None)
                     if image_ext is None or text_ext is None:
                         self.stats["skipped_incomplete"] += 1
-                        log.warning("%s: sample %s lacks %s; skipped (%d so far)", shard, sample["__key__"],
+                        log.warning("%s: sample %s lacks %s; skipped (%d so far)", shard, key,
                                     "an image" if image_ext is None else "a .txt caption", self.stats["skipped_incomplete"])
                         continue
                     try:
@@ -169,13 +145,13 @@ class WebDatasetSource(IterableDataset):
                         image.load()
                     except Exception as exc:
                         self.stats["skipped_unreadable"] += 1
-                        log.warning("%s: sample %s has an unreadable image (%s); skipped", shard, sample["__key__"], exc)
+                        log.warning("%s: sample %s has an unreadable image (%s); skipped", shard, key, exc)
                         continue
-                    item = {"id": sample["__key__"], "image": to_tensor(image, self.resolution),
+                    item = {"id": key, "image": to_tensor(image, self.resolution),
                             "text": sample[text_ext].decode("utf-8").strip()}
-                    if ".json" in sample:
+                    if "json" in sample:
                         try:
-                            meta = json.loads(sample[".json"])
+                            meta = json.loads(sample["json"])
                         except json.JSONDecodeError:
                             meta = None
                         if isinstance(meta, dict) and "objects" in meta:

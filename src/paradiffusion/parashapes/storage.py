@@ -94,7 +94,7 @@ def write_webdataset(specs: Iterable[SceneSpec], out: str | os.PathLike[str], re
     return paths
 
 
-def _shard_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
+def shard_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[str] = []
@@ -109,6 +109,29 @@ def _shard_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     return out
 
 
+def iter_tar_groups(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) per sample of one tar shard: members grouped by consecutive key, the key being a
+    member's basename up to its first dot (the img2dataset / WebDataset convention). Shared by every shard reader."""
+    with tarfile.open(path, "r") as tar:
+        group: dict[str, bytes] = {}
+        key: str | None = None
+        for member in tar:
+            if not member.isfile():
+                continue
+            k, _, ext = os.path.basename(member.name).partition(".")
+            if key is not None and k != key:
+                yield key, group
+                group = {}
+            key = k
+            f = tar.extractfile(member)
+            group[ext.lower()] = f.read() if f is not None else b""
+        if key is not None and group:
+            yield key, group
+
+
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+
+
 def iter_webdataset(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                     ) -> Iterator[tuple[str, Image.Image, str, dict[str, Any]]]:
     """Yield (key, PIL RGB image, text, json dict) per sample from tar shards (files, dirs or globs).
@@ -116,33 +139,15 @@ def iter_webdataset(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[s
     Works for any img2dataset-style shard (`.jpg`/`.jpeg`/`.png`/`.webp` image, `.txt`, `.json`); a sample
     missing its image raises a ValueError naming the shard and key.
     """
-    for path in _shard_paths(paths):
-        with tarfile.open(path, "r") as tar:
-            group: dict[str, bytes] = {}
-            key: str | None = None
-
-            def emit(k: str, g: dict[str, bytes]) -> tuple[str, Image.Image, str, dict[str, Any]]:
-                img_ext = next((e for e in ("png", "jpg", "jpeg", "webp") if e in g), None)
-                if img_ext is None:
-                    raise ValueError(f"{path}: sample {k!r} has no image member")
-                img = Image.open(io.BytesIO(g[img_ext])).convert("RGB")
-                text = g["txt"].decode("utf-8") if "txt" in g else ""
-                meta = json.loads(g["json"].decode("utf-8")) if "json" in g else {}
-                return k, img, text, meta
-
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base = os.path.basename(member.name)
-                k, _, ext = base.partition(".")
-                if key is not None and k != key:
-                    yield emit(key, group)
-                    group = {}
-                key = k
-                f = tar.extractfile(member)
-                group[ext.lower()] = f.read() if f is not None else b""
-            if key is not None and group:
-                yield emit(key, group)
+    for path in shard_paths(paths):
+        for key, group in iter_tar_groups(path):
+            img_ext = next((e for e in IMAGE_EXTENSIONS if e in group), None)
+            if img_ext is None:
+                raise ValueError(f"{path}: sample {key!r} has no image member")
+            img = Image.open(io.BytesIO(group[img_ext])).convert("RGB")
+            text = group["txt"].decode("utf-8") if "txt" in group else ""
+            meta = json.loads(group["json"].decode("utf-8")) if "json" in group else {}
+            yield key, img, text, meta
 
 
 def read_folder(folder: str | os.PathLike[str]) -> list[tuple[SceneSpec, Path]]:
