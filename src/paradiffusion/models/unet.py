@@ -2,30 +2,20 @@
 `diffusers.UNet2DConditionModel` with `init_args` in YAML for that)."""
 from __future__ import annotations
 
-import os
-from typing import Literal
-
 import torch
 from diffusers import UNet2DConditionModel
 
-from paradiffusion.models.text_encoder import _own_memory  # noqa: E402
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from paradiffusion.models.loading import Dtype, load_diffusers_dir
 
 
 def load_unet(
-    path: str, subfolder: str | None = None, dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    path: str, subfolder: str | None = None, dtype: Dtype = "float32"
 ) -> UNet2DConditionModel:
     """Load a `UNet2DConditionModel` from a diffusers directory (e.g. `<release>/unet`), offline.
 
     YAML: `unet: {class_path: paradiffusion.models.unet.load_unet, init_args: {path: ...}}`.
     """
-    where = os.path.join(path, subfolder) if subfolder else path
-    if not os.path.isfile(os.path.join(where, "config.json")):
-        raise FileNotFoundError(f"load_unet: {where}/config.json not found (expected a diffusers UNet directory)")
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder=subfolder, torch_dtype=_DTYPES[dtype])
-    _own_memory(unet)  # bitwise-reproducible CPU kernels (see models.text_encoder._own_memory)
-    return unet
+    return load_diffusers_dir(UNet2DConditionModel, path, subfolder, dtype, "load_unet")
 
 
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:

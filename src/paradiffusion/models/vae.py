@@ -1,30 +1,20 @@
 """Frozen `AutoencoderKL` for latent-space training (e.g. `sdxl-vae-fp16-fix`)."""
 from __future__ import annotations
 
-import os
-from typing import Literal
-
 import torch
 from diffusers import AutoencoderKL
 
-from paradiffusion.models.text_encoder import _own_memory  # noqa: E402
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from paradiffusion.models.loading import Dtype, load_diffusers_dir
 
 
 def load_vae(
-    path: str, subfolder: str | None = None, dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    path: str, subfolder: str | None = None, dtype: Dtype = "float32"
 ) -> AutoencoderKL:
     """Load a diffusers `AutoencoderKL` directory, offline; the module freezes it.
 
     YAML: `vae: {class_path: paradiffusion.models.vae.load_vae, init_args: {path: .../sdxl-vae-fp16-fix}}`.
     """
-    where = os.path.join(path, subfolder) if subfolder else path
-    if not os.path.isfile(os.path.join(where, "config.json")):
-        raise FileNotFoundError(f"load_vae: {where}/config.json not found (expected a diffusers AutoencoderKL directory)")
-    vae = AutoencoderKL.from_pretrained(path, subfolder=subfolder, torch_dtype=_DTYPES[dtype])
-    _own_memory(vae)  # bitwise-reproducible CPU kernels (see models.text_encoder._own_memory)
-    return vae
+    return load_diffusers_dir(AutoencoderKL, path, subfolder, dtype, "load_vae")
 
 
 def latent_scale(vae: AutoencoderKL) -> tuple[float, float]:
