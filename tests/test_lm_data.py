@@ -101,7 +101,7 @@ def test_errors_name_file_line_field(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{bad}:2: field 'text' missing")):
         file_texts(bad)
     bad.write_text('{"text": "ok"}\n{"text": \n')
-    with pytest.raises(ValueError, match=re.escape(f"{bad}:2: invalid JSON")):
+    with pytest.raises(ValueError, match=re.escape(f"{bad}:2: malformed JSON")):
         file_texts(bad)
     bad.write_text('{"text": 3}\n')
     with pytest.raises(ValueError, match=re.escape(f"{bad}:1: field 'text' is int")):

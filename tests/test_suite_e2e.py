@@ -99,5 +99,20 @@ def test_notebook_executes_headless(demo_run, tmp_path):
         NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     finally:
         os.environ.pop("PARADIFFUSION_RUN", None)
-    for name in ("loss_curves.png", "faithfulness_per_stage.png", "samples.png"):
+    for name in ("loss_curves.png", "faithfulness_per_stage.png", "learning_curve.png", "samples.png"):
         assert (demo_run / "analysis" / name).exists(), name
+
+
+def test_learning_curve_reads_the_run(demo_run, tmp_path):
+    from paradiffusion.analysis import learning_curve, markdown_table, stage_end_minutes
+
+    rows = learning_curve(demo_run)
+    assert {r["stage"] for r in rows} == {"stage1", "stage2", "stage3"}
+    minutes = [r["minutes"] for r in rows]
+    assert minutes == sorted(minutes) and minutes[0] > 0  # stage 0 ran first: the clock starts there
+    assert all(0.0 <= r["object_exact"] <= 1.0 and 0.0 <= r["presence"] <= 1.0 for r in rows)
+    ends = stage_end_minutes(demo_run)
+    assert ends["stage0"] < ends["stage1"] < ends["stage2"] < ends["stage3"]
+    assert markdown_table(rows).count("\n") == len(rows) + 1
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        learning_curve(tmp_path)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from paradiffusion.jsonl import iter_jsonl
 from paradiffusion.parashapes.storage import IMAGE_EXTENSIONS, iter_tar_groups, shard_paths
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,7 @@ class ManifestDataset(Dataset):
                     yield f"{self.path}:{i}", row
             return
         with self.path.open(encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{self.path}:{i}: malformed JSON: {exc.msg}") from None
-                if not isinstance(rec, dict):
-                    raise ValueError(f"{self.path}:{i}: expected a JSON object, got {type(rec).__name__}")
+            for i, rec in iter_jsonl(f, self.path):
                 yield f"{self.path}:{i}", rec
 
     def __len__(self) -> int:

@@ -8,9 +8,10 @@ every later stage.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
+
+from paradiffusion.jsonl import iter_jsonl
 
 # ParaShapes splits whose text the LM must never see (see module docstring).
 EVAL_ONLY_SPLITS = frozenset({"heldout", "test"})
@@ -61,14 +62,8 @@ def file_texts(path: str | Path, text_field: str = "text") -> list[str]:
             # line numbers: header is line 1; a record may span lines, so report the reader's own count
             return [_text(row[text_field], path, reader.line_num, text_field) for row in reader]
         texts = []
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(record, dict) or text_field not in record:
+        for lineno, record in iter_jsonl(f, path):
+            if text_field not in record:
                 raise ValueError(f"{path}:{lineno}: field {text_field!r} missing")
             texts.append(_text(record[text_field], path, lineno, text_field))
         return texts
