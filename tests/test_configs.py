@@ -65,3 +65,23 @@ def test_config_parses(files):
         assert cfg.trainer.precision == "bf16-mixed"
     if files[-1].name == "zero3_offload.yaml":
         assert cfg.trainer.strategy.init_args.stage == 3
+
+
+# diffusers' UNet2DConditionModel reads `attention_head_dim` as the NUMBER of heads (a historical naming quirk), so
+# `attention_head_dim: 32` on 128 channels silently builds 32 heads of 4 dimensions, with which cross-attention
+# can barely select a token: the tiny model then ignored its paragraphs (loss with true vs shuffled text within 1%).
+MIN_HEAD_DIM = 16
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_unet_attention_heads_are_wide_enough(scale):
+    unet = parse([EXP / "base.yaml", EXP / "model" / f"{scale}.yaml", EXP / scale / "stage1.yaml"]).model.init_args.unet
+    args = unet.init_args
+    channels = list(args.block_out_channels)
+    heads = args.attention_head_dim
+    heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * len(channels)
+    for block, (kind, c, h) in enumerate(zip(args.down_block_types, channels, heads)):
+        if "CrossAttn" in kind:
+            assert c % h == 0 and c // h >= MIN_HEAD_DIM, (
+                f"experiments/model/{scale}.yaml: down block {block} has {c} channels and attention_head_dim={h} "
+                f"(= number of heads in diffusers) -> head dim {c // h}; use fewer heads")

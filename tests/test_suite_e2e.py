@@ -116,3 +116,17 @@ def test_learning_curve_reads_the_run(demo_run, tmp_path):
     assert markdown_table(rows).count("\n") == len(rows) + 1
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         learning_curve(tmp_path)
+
+
+def test_text_dependence_probe_on_a_saved_run(demo_run):
+    from paradiffusion.cli import load_module
+    from paradiffusion.evaluate import text_dependence
+
+    run = demo_run / "stage2" / "run"
+    module = load_module(str(run / "config.yaml"), str(run / "checkpoints" / "last.ckpt")).eval()
+    out = text_dependence(module, split="val", n=3, timesteps=(300, 800))
+    assert {"loss_true", "loss_shuffled", "loss_empty", "shuffled_over_true", "loss_true/t=800"} <= set(out)
+    assert all(torch.isfinite(torch.tensor(v)) and v > 0 for v in out.values())
+    # with one image, "another image's paragraph" is its own: the probe must then see no difference at all
+    single = text_dependence(module, split="val", n=1, timesteps=(500,))
+    assert single["loss_shuffled"] == single["loss_true"]

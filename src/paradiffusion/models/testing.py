@@ -49,5 +49,5 @@ def tiny_unet(cross_attention_dim: int = 64, sample_size: int = 16, channels: in
         sample_size=sample_size, in_channels=channels, out_channels=channels,
         block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
-        cross_attention_dim=cross_attention_dim, attention_head_dim=16, norm_num_groups=16,
+        cross_attention_dim=cross_attention_dim, attention_head_dim=2, norm_num_groups=16,  # 2 heads x 32 dims
     )
