@@ -37,18 +37,24 @@ def _stage_name(run_dir: Path, root: Path) -> str:
     return run_dir.relative_to(root).parts[0] if run_dir != root else root.name
 
 
-def learning_curve(root: str | Path, metrics: Sequence[str] = CURVE_METRICS) -> list[dict]:
-    """One row per validation that logged ``val/<metric>``: ``{"stage", "step", "minutes", metric: value, …}``.
-
-    Raises ``FileNotFoundError`` naming ``root`` if it holds no TensorBoard events.
-    """
-    root = Path(root)
+def _load(root: Path) -> tuple[dict[Path, dict], float]:
+    """Scalars of every event directory under ``root`` and the earliest wall time among them (the run's start)."""
     dirs = event_dirs(root)
     if not dirs:
         raise FileNotFoundError(f"{root}: no TensorBoard event files (expected <stage>/<version>/events.out.tfevents.*)")
     scalars = {d: read_scalars(d) for d in dirs}
     walls = [w for s in scalars.values() for series in s.values() for (_, _, w) in series]
-    origin = min(walls) if walls else 0.0
+    return scalars, (min(walls) if walls else 0.0)
+
+
+def learning_curve(root: str | Path, metrics: Sequence[str] = CURVE_METRICS,
+                   loaded: tuple[dict[Path, dict], float] | None = None) -> list[dict]:
+    """One row per validation that logged ``val/<metric>``: ``{"stage", "step", "minutes", metric: value, …}``.
+
+    Raises ``FileNotFoundError`` naming ``root`` if it holds no TensorBoard events.
+    """
+    root = Path(root)
+    scalars, origin = loaded or _load(root)
     rows = []
     for d, s in scalars.items():
         anchor = f"val/{metrics[0]}"
@@ -61,14 +67,11 @@ def learning_curve(root: str | Path, metrics: Sequence[str] = CURVE_METRICS) -> 
     return sorted(rows, key=lambda r: r["minutes"])
 
 
-def stage_end_minutes(root: str | Path) -> dict[str, float]:
+def stage_end_minutes(root: str | Path, loaded: tuple[dict[Path, dict], float] | None = None) -> dict[str, float]:
     """Minutes (from the earliest event) at which each stage's last event was written."""
     root = Path(root)
-    scalars = {d: read_scalars(d) for d in event_dirs(root)}
-    walls = [w for s in scalars.values() for series in s.values() for (_, _, w) in series]
-    if not walls:
-        return {}
-    origin, out = min(walls), {}
+    scalars, origin = loaded or _load(root)
+    out: dict[str, float] = {}
     for d, s in scalars.items():
         last = max((w for series in s.values() for (_, _, w) in series), default=origin)
         out[_stage_name(d, root)] = max(out.get(_stage_name(d, root), 0.0), (last - origin) / 60)
@@ -94,14 +97,15 @@ def plot_learning_curve(root: str | Path, out: str | Path, metrics: Sequence[str
     import matplotlib.pyplot as plt
 
     root = Path(root)
-    rows = learning_curve(root, metrics)
+    loaded = _load(root)  # read the event files once for the curve and the stage boundaries
+    rows = learning_curve(root, metrics, loaded)
     fig, ax = plt.subplots(figsize=(9.5, 4))
     for i, m in enumerate(metrics):
         color = f"C{i}"
         ax.plot([r["minutes"] for r in rows], [r[m] for r in rows], marker=".", color=color, label=f"val/{m} (16 para.)")
     summary_path = root / "summary.json"
     if summary_path.exists():
-        ends = stage_end_minutes(root)
+        ends = stage_end_minutes(root, loaded)
         summary = json.loads(summary_path.read_text())
         for r in summary.get("rows", []):
             # the untrained model is scored once stage 0 (the LM) is done, before stage 1 starts
