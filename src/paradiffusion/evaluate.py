@@ -126,7 +126,8 @@ def text_dependence(
     from paradiffusion.parashapes import ParaShapesDataset
 
     resolution = resolution or int(model.unet.config.sample_size) * (8 if getattr(model, "vae", None) is not None else 1)
-    items = [ParaShapesDataset(split, n, resolution=resolution, seed=seed)[i] for i in range(n)]
+    dataset = ParaShapesDataset(split, n, resolution=resolution, seed=seed)  # built once: it generates all n specs
+    items = [dataset[i] for i in range(n)]
     device = next(model.unet.parameters()).device
     x0 = model.to_diffusion_space((torch.stack([it["image"] for it in items]) * 2 - 1).to(device))  # (B, C, h, w)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)  # (B, C, h, w)
