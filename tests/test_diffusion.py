@@ -45,6 +45,17 @@ def test_min_snr_weights():
     torch.testing.assert_close(loss_weights(s_v, t, 5.0), loss_weights(s_eps, t, 5.0) * snr(s_eps, t) / (snr(s_eps, t) + 1))
 
 
+def test_snr_floor_lifts_high_noise_weights():
+    s, t = _sched("v_prediction"), torch.arange(0, 1000, 37)
+    r = snr(s, t)
+    w0, w = loss_weights(s, t, 5.0), loss_weights(s, t, 5.0, snr_floor=0.3)
+    torch.testing.assert_close(w, r.clamp(0.3, 5.0) / (r + 1))
+    assert torch.equal(w[r >= 0.3], w0[r >= 0.3])  # unchanged where SNR is above the floor
+    assert (w[r < 0.3] > w0[r < 0.3]).all() and (w[t >= 900] > 0.25).all()  # v-weight ≥ 0.3/(SNR+1) at high noise
+    with pytest.raises(ValueError, match="snr_floor"):
+        loss_weights(s, t, 5.0, snr_floor=6.0)
+
+
 def test_weighted_loss_reduces_to_mse():
     p, y = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
     torch.testing.assert_close(diffusion_loss(p, y, torch.ones(4)), torch.nn.functional.mse_loss(p, y))

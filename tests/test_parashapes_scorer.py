@@ -111,3 +111,24 @@ def test_analyze_reports_detections():
     a = analyze_image(render(s, 64))
     assert a.background == s.background
     assert sorted(d.color for d in a.detections) == sorted(o.color for o in s.objects)
+
+
+def test_score_never_syncs_across_processes(monkeypatch, tmp_path):
+    """`evaluate.score` judges this process's images alone: under NCCL (DeepSpeed/DDP on GPUs) a sync of its CPU
+    states would fail ("No backend type associated with device type cpu"), as it did on an H200 before the fix."""
+    import torch.distributed as dist
+
+    from paradiffusion.evaluate import score
+
+    def no_collectives(*args, **kwargs):
+        raise AssertionError("score() ran a collective")
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(dist, "all_gather", no_collectives)
+        monkeypatch.setattr(dist, "all_gather_object", no_collectives)
+        specs = generate_split("val", 2, seed=0)
+        out = score(torch.stack([render_tensor(s) for s in specs]), specs)
+        assert out["presence"] > 0.9
+    finally:
+        dist.destroy_process_group()

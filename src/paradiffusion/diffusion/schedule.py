@@ -55,16 +55,24 @@ def predict_x0_eps(
     raise ValueError(f"unsupported prediction_type {kind!r}")
 
 
-def loss_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, min_snr_gamma: float | None) -> torch.Tensor:
+def loss_weights(
+    scheduler: DDPMScheduler, timesteps: torch.Tensor, min_snr_gamma: float | None, snr_floor: float = 0.0
+) -> torch.Tensor:
     """Per-sample loss weights, shape (B,). Min-SNR-γ (Hang et al. 2023) rescaled to the prediction type:
 
-    ε-loss: min(SNR, γ) / SNR;  v-loss: min(SNR, γ) / (SNR + 1);  x_0-loss: min(SNR, γ).
-    `None` → uniform weights (the plain DDPM objective).
+    ε-loss: clip(SNR) / SNR;  v-loss: clip(SNR) / (SNR + 1);  x_0-loss: clip(SNR), with clip(SNR) = clamp(SNR, floor, γ).
+    `min_snr_gamma=None` → uniform weights (the plain objective of the chosen parameterisation).
+
+    Why a floor: in x_0 terms Min-SNR weights a step by min(SNR, γ), so the high-noise steps (SNR → 0), where the
+    text decides colour and layout, get almost no gradient (v-loss weight 0.02 at t=900 of a cosine schedule).
+    `snr_floor` lifts them to at least floor / (SNR + 1) of the v-loss; 0 is plain Min-SNR.
     """
     if min_snr_gamma is None:
         return torch.ones(timesteps.shape, device=timesteps.device)
+    if not 0.0 <= snr_floor <= min_snr_gamma:
+        raise ValueError(f"snr_floor must lie in [0, min_snr_gamma={min_snr_gamma}], got {snr_floor}")
     s = snr(scheduler, timesteps)
-    clipped = s.clamp(max=min_snr_gamma)
+    clipped = s.clamp(min=snr_floor, max=min_snr_gamma)
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return clipped / s.clamp_min(1e-20)
