@@ -85,3 +85,24 @@ def test_sampler_determinism_per_seed(name):
     assert torch.equal(a, b)
     torch.testing.assert_close(a[1:], c)  # image depends on its own seed only
     assert not torch.allclose(a[0], a[1])
+
+
+def test_pooled_text_ignores_padding_and_reaches_the_unet():
+    from paradiffusion.diffusion.conditioning import pooled_text, unet_forward
+    from paradiffusion.diffusion.guidance import pad_context
+    from paradiffusion.models.testing import tiny_unet
+
+    torch.manual_seed(0)
+    ctx, mask = torch.randn(2, 5, 48), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    torch.testing.assert_close(pooled_text(ctx, mask)[0], ctx[0, :3].mean(0))
+    padded, padded_mask = pad_context(ctx, mask, 9)  # (2, 9, 48): what batching with a longer paragraph does
+    torch.testing.assert_close(pooled_text(padded, padded_mask), pooled_text(ctx, mask))
+    unet = tiny_unet(cross_attention_dim=48, pooled_text=True).eval()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([900, 100])
+    with torch.no_grad():
+        out = unet_forward(unet, x, t, ctx, mask)
+        torch.testing.assert_close(unet_forward(unet, x, t, padded, padded_mask), out, atol=1e-5, rtol=1e-5)
+        # the pooled vector is an input of its own: zeroing the projection changes the output
+        unet.class_embedding.linear_2.weight.zero_()
+        unet.class_embedding.linear_2.bias.zero_()
+        assert (unet_forward(unet, x, t, ctx, mask) - out).abs().max() > 1e-4

@@ -9,6 +9,7 @@ import torch
 from diffusers import DDPMScheduler
 from transformers import AutoTokenizer
 
+from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.sampling import initial_noise, make_sampler, sample_loop
 from paradiffusion.models import LLMTextEncoder, LoRASettings
 from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config, tiny_unet
@@ -17,8 +18,8 @@ from paradiffusion.pipeline import ParaDiffusionPipeline
 PARAS = ["a red circle at the top left", "two squares: a blue one at the bottom and a green one at the right", ""]
 
 
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["xattn", "xattn+pooled"])
+def pipe(tmp_path_factory, request):
     tok = str(build_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
     torch.manual_seed(0)
     enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok, lora=LoRASettings(r=4), out_dim=48)
@@ -29,7 +30,7 @@ def pipe(tmp_path_factory):
                 p.normal_(std=0.05)
     sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
                           timestep_spacing="trailing")
-    return ParaDiffusionPipeline(enc, tiny_unet(cross_attention_dim=48), sched)
+    return ParaDiffusionPipeline(enc, tiny_unet(cross_attention_dim=48, pooled_text=request.param), sched)
 
 
 def test_seed_per_image_and_batching(pipe):
@@ -45,7 +46,7 @@ def test_seed_per_image_and_batching(pipe):
 def test_cfg_scale_one_equals_conditional_sampling(pipe):
     imgs = pipe(PARAS[:2], num_inference_steps=4, guidance_scale=1.0, seed=0, sampler="ddim")
     cond, mask = pipe.encode(PARAS[:2])
-    x = sample_loop(lambda x, t: pipe.unet(x, t, encoder_hidden_states=cond, encoder_attention_mask=mask).sample,
+    x = sample_loop(lambda x, t: unet_forward(pipe.unet, x, t, cond, mask),
                     make_sampler("ddim", pipe.scheduler), initial_noise((3, 16, 16), [0, 1], pipe.device, torch.float32), 4)
     torch.testing.assert_close(imgs, (x.clamp(-1, 1) + 1) / 2)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from paradiffusion.cli import ParaDiffusionCLI
-from paradiffusion.evaluate import SamplingSettings, evaluate_split
+from paradiffusion.evaluate import SamplingSettings, evaluate_split, text_dependence
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
@@ -91,13 +91,27 @@ def _evaluate(module, name: str, root: Path, n: int, split: str = "heldout") -> 
     return scores
 
 
+def _text_use(module, n: int) -> float:
+    """shuffled/true denoising-loss ratio on `val` paragraphs with the EMA weights (1.00: the text is ignored).
+    Overwrites the module's raw weights with the EMA ones: call it last on a model the demo is done with."""
+    if getattr(module, "ema", None) is not None:
+        module.ema.copy_to(module.trainable_named_parameters())
+    with torch.no_grad():
+        ratio = text_dependence(module.eval(), split="val", n=n)["shuffled_over_true"]
+    print(f"[demo] text use (shuffled/true loss on {n} val paragraphs): {ratio:.4f}", flush=True)
+    return ratio
+
+
 def _table(rows: list[dict], key: str = "scores") -> str:
-    head = f"{'stage':<10} {'train min':>9} " + " ".join(f"{k:>12}" for k in HEADLINE)
+    text_use = key == "scores"  # the ratio belongs to the model, printed once, in the heldout table
+    head = (f"{'stage':<10} {'train min':>9} " + " ".join(f"{k:>12}" for k in HEADLINE)
+            + (f" {'text use':>9}" if text_use else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         if key in r:
             lines.append(f"{r['stage']:<10} {r['minutes']:>9.1f} "
-                         + " ".join(f"{r[key].get(k, float('nan')):>12.3f}" for k in HEADLINE))
+                         + " ".join(f"{r[key].get(k, float('nan')):>12.3f}" for k in HEADLINE)
+                         + (f" {r.get('text_use', float('nan')):>9.4f}" if text_use else ""))
     return "\n".join(lines)
 
 
@@ -121,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             baseline = ParaDiffusionCLI(args=args, run=False).model
             baseline.configure_model()
             rows.append({"stage": "untrained", "minutes": 0.0, "scores": _evaluate(baseline, "untrained", root, n_eval),
-                         "test_scores": _evaluate(baseline, "untrained", root, n_eval, split="test")})
+                         "test_scores": _evaluate(baseline, "untrained", root, n_eval, split="test"),
+                         "text_use": _text_use(baseline, n_eval)})
             del baseline
         print(f"\n[demo] === {stage.name}: paradiffusion fit {' '.join(args)}", flush=True)
         t0 = time.time()
@@ -133,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"stage": stage.name, "minutes": minutes, "scores": _evaluate(cli.model, stage.name, root, n_eval)})
         if stage.name == "stage3":  # the final model on the in-distribution phrasing too
             rows[-1]["test_scores"] = _evaluate(cli.model, stage.name, root, n_eval, split="test")
+        rows[-1]["text_use"] = _text_use(cli.model, n_eval)
         summary = {"budget": budget, "eval_split": "heldout", "eval_n": n_eval, "rows": rows,
                    "total_minutes": (time.time() - started) / 60}
         (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     total = (time.time() - started) / 60
     print("\n[demo] ParaShapes faithfulness on heldout paragraphs (unseen phrasing), EMA weights, "
-          f"{n_eval} images per row, DPM-Solver++ 20 steps:\n")
+          f"{n_eval} images per row, DPM-Solver++ 20 steps; text use = denoising loss with another image's paragraph "
+          "over the loss with its own (1.00: the model ignores its text):\n")
     print(_table(rows))
     print(f"\n[demo] ... and on `test` paragraphs (the training phrasing, unseen scenes), {n_eval} images per row:\n")
     print(_table(rows, "test_scores"))

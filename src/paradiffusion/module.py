@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
+from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.schedule import diffusion_loss, loss_weights, training_target
 from paradiffusion.ema import EMA
 from paradiffusion.models.text_encoder import LLMTextEncoder
@@ -144,7 +145,7 @@ class ParaDiffusion(L.LightningModule):
     # ================================================================== training objective
     def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
         """Denoiser output for `x_t (B, C, h, w)` given text states `(B, T, D)` and mask `(B, T)`."""
-        return self.unet(x_t, timesteps, encoder_hidden_states=context, encoder_attention_mask=context_mask).sample
+        return unet_forward(self.unet, x_t, timesteps, context, context_mask)
 
     def _text_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         if "input_ids" not in batch:  # a text-only batch: tokenise here

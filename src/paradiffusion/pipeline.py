@@ -23,6 +23,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.guidance import classifier_free_guidance, pad_context
 from paradiffusion.diffusion.sampling import initial_noise, make_sampler, sample_loop
 from paradiffusion.models.text_encoder import LLMTextEncoder
@@ -123,7 +124,7 @@ class ParaDiffusionPipeline:
 
             def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 x_in = torch.cat([x_t, x_t]) if guided else x_t  # (2b | b, C, h, w)
-                out = self.unet(x_in, t, encoder_hidden_states=context, encoder_attention_mask=context_mask).sample
+                out = unet_forward(self.unet, x_in, t, context, context_mask)
                 if not guided:
                     return out
                 out_u, out_c = out.chunk(2)
