@@ -105,3 +105,20 @@ def test_param_groups_and_caption_dropout(tok_dir, tmp_path):
     ids, mask = module.drop_captions(tok["input_ids"], tok["attention_mask"], p=1.0)
     empty = module.text_encoder.tokenize([""])
     assert torch.equal(mask.sum(1), torch.tensor([1, 1])) and (ids[:, 0] == empty["input_ids"][0, 0]).all()
+
+
+@pytest.mark.slow  # ~2 min on 2 cores
+def test_overfit_probe_learns_captions_with_uniform_loss(tmp_path, monkeypatch):
+    """The text path works end to end through the real CLI: overfitting 8 caption/image pairs with a uniform
+    v-loss, the model's loss with its own captions falls well below the loss with another pair's caption."""
+    import importlib.util
+
+    from helpers import REPO, random_lm_dir
+
+    spec = importlib.util.spec_from_file_location("overfit", REPO / "scripts" / "overfit_text_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    monkeypatch.chdir(REPO)
+    lm = random_lm_dir(tmp_path / "lm", hidden_size=256)
+    out = probe.overfit_text_probe(str(lm), steps=300, extra=["--model.init_args.min_snr_gamma=null"])
+    assert out["shuffled_over_true"] > 1.2, out

@@ -7,7 +7,7 @@ ParaShapes judge; the untrained and the final model are also scored on ``test`` 
 scenes). It ends with the tables: faithfulness per stage next to the untrained model's.
 
 Budget (environment variable ``DEMO_BUDGET``):
-  ``short`` (default) — shortened step budgets, about 12 minutes on 2 cores (at most 20);
+  ``short`` (default) — shortened step budgets, 12–14 minutes on 2 cores (at most 20);
   ``full``            — the step budgets written in ``experiments/tiny/*.yaml`` (the full tiny schedule);
   ``smoke``           — 2 steps a stage on tiny data: checks the whole chain in a minute (used by the tests).
 Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (paragraphs scored per stage and split, default 48).
