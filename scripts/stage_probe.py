@@ -7,7 +7,7 @@ samples with the judge and measure text use (shuffled/true denoising loss on `va
         --model.init_args.unet.init_args.projection_class_embeddings_input_dim=256
 
 Stage 1 for 300 steps takes ~4.6 min of training plus ~1.5 min of evaluation on 2 cores. One JSON line per probe is
-appended to `--results` (default runs/probes/results.jsonl).
+appended to `<--out>/results.jsonl` (default runs/probes/results.jsonl).
 """
 from __future__ import annotations
 
