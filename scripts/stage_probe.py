@@ -40,8 +40,7 @@ def main() -> None:
         "--trainer.enable_progress_bar=false", *extra])
     fit_min = (time.time() - t0) / 60
     model = cli.model.eval()
-    if model.ema is not None:
-        model.ema.copy_to(model.trainable_named_parameters())
+    model.load_ema_weights()
     scores = evaluate_split(model.make_pipeline(use_ema=False), "heldout", n=a.n, seed=0, settings=SamplingSettings())
     td = text_dependence(model, split="val", n=64)
     row = {"name": a.name, "stage": a.stage, "steps": a.steps, "extra": extra, "fit_min": round(fit_min, 2),

@@ -24,8 +24,8 @@ def main() -> None:
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     a = p.parse_args()
     module = load_module(str(a.run / "config.yaml"), str(a.run / "checkpoints" / a.ckpt)).eval()
-    if not a.raw and getattr(module, "ema", None) is not None:
-        module.ema.copy_to(module.trainable_named_parameters())
+    if not a.raw:
+        module.load_ema_weights()
     print(json.dumps(text_dependence(module, split=a.split, n=a.n), indent=1))
 
 

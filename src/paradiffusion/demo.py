@@ -94,8 +94,7 @@ def _evaluate(module, name: str, root: Path, n: int, split: str = "heldout") -> 
 def _text_use(module, n: int) -> float:
     """shuffled/true denoising-loss ratio on `val` paragraphs with the EMA weights (1.00: the text is ignored).
     Overwrites the module's raw weights with the EMA ones: call it last on a model the demo is done with."""
-    if getattr(module, "ema", None) is not None:
-        module.ema.copy_to(module.trainable_named_parameters())
+    module.load_ema_weights()
     with torch.no_grad():
         ratio = text_dependence(module.eval(), split="val", n=n)["shuffled_over_true"]
     print(f"[demo] text use (shuffled/true loss on {n} val paragraphs): {ratio:.4f}", flush=True)

@@ -262,6 +262,12 @@ class ParaDiffusion(L.LightningModule):
         if self.ema is not None and (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
             self.ema.update(self.trainable_named_parameters())
 
+    def load_ema_weights(self) -> None:
+        """Overwrite the trainable weights with their EMA (for analysing a finished run; no-op without EMA).
+        Unlike the validation/test swap, the raw weights are not kept."""
+        if self.ema is not None:
+            self.ema.copy_to(self.trainable_named_parameters())
+
     def _swap_ema_in(self) -> None:
         if self.ema is None or self._ema_active:
             return
