@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from paradiffusion.evaluate import SamplingSettings, make_grid, sample, score, to_pil
+from paradiffusion.evaluate import SamplingSettings, make_grid, sample, score, text_dependence, to_pil
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,12 @@ class SampleAndScore(Callback):
     The paragraphs and seeds are the same at every validation, so the grids form a visual learning curve. Every
     rank computes the same numbers (same paragraphs, same seeds), so logged values agree across DDP ranks without
     a gather.
+
+    With ``text_use_n > 0`` it also logs ``val/text_use``: the denoising loss with shuffled paragraphs over the loss
+    with the true ones on ``text_use_n`` ``split`` images (see :func:`paradiffusion.evaluate.text_dependence`;
+    1.00 = the model ignores its text), and ``val/text_use_<train split>`` on the text style the stage trains on
+    when that differs (stage-1 captions are not paragraphs). The attribute scores alone cannot tell a model that
+    reads its text from one that draws plausible shapes from its prior.
     """
 
     def __init__(
@@ -36,8 +42,10 @@ class SampleAndScore(Callback):
         sampler: str = "dpm",
         use_ema: bool = True,
         every_n_validations: int = 1,
+        text_use_n: int = 64,
     ):
         self.split, self.n, self.seed, self.use_ema = split, n, seed, use_ema
+        self.text_use_n = text_use_n
         self.settings = SamplingSettings(num_inference_steps, guidance_scale, sampler, batch_size=n)
         self.every_n_validations = every_n_validations
         self._validations = 0
@@ -61,11 +69,26 @@ class SampleAndScore(Callback):
         images = sample(pipeline, [s.paragraph for s in specs], self.settings, seed=self.seed)  # (N, 3, R, R)
         scores = score(images, specs)
         headline = {f"val/{k}": scores[k] for k in HEADLINE if k in scores}
+        headline.update(self._text_use(trainer, pl_module))
         pl_module.log_dict(headline, sync_dist=False)
         # `trainer.log_dir` is a collective under DDP (rank 0 broadcasts it): every rank must ask, not only rank 0.
         log_dir = trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
             self._write(trainer, log_dir, images, specs, scores)
+
+    def _text_use(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Shuffled/true denoising loss on the validation text style and, if different, the training one."""
+        if self.text_use_n <= 0:
+            return {}
+        splits = {self.split: "val/text_use"}
+        train_split = getattr(trainer.datamodule, "train_split", None) if trainer.datamodule is not None else None
+        if getattr(trainer.datamodule, "source", None) == "parashapes" and train_split not in (None, self.split):
+            splits[train_split] = f"val/text_use_{train_split}"
+        out = {}
+        with torch.no_grad():  # the loaded weights are the EMA ones here (the module swaps them in for validation)
+            for split, name in splits.items():
+                out[name] = text_dependence(pl_module, split=split, n=self.text_use_n, seed=self.seed)["shuffled_over_true"]
+        return out
 
     def _write(self, trainer: L.Trainer, log_dir: str, images: torch.Tensor, specs, scores: dict) -> None:
         grid = make_grid(images)  # (3, H', W')
