@@ -60,6 +60,12 @@ def test_tensorboard_has_split_metric_names(demo_run):
     assert {"train/loss", "val/loss", "val/object_exact", "val/scene_exact"} <= tags, tags
     assert any(t.startswith("train/lr") or t.startswith("lr-") for t in tags)
     assert "val/samples" in acc.Tags()["images"]
+    # text use on the validation paragraphs, and on the stage's own text style where that differs (stage-1 captions)
+    assert "val/text_use" in tags and "val/text_use_stage2" not in tags, tags
+    assert all(0.5 < e.value < 2.0 for e in acc.Scalars("val/text_use"))  # a loss ratio, finite
+    acc1 = EventAccumulator(str(demo_run / "stage1" / "run"))
+    acc1.Reload()
+    assert {"val/text_use", "val/text_use_stage1"} <= set(acc1.Tags()["scalars"])
 
 
 def test_cli_test_from_saved_run(demo_run, tmp_path, capsys):
