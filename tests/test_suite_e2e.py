@@ -134,6 +134,10 @@ def test_text_dependence_probe_on_a_saved_run(demo_run):
     out = text_dependence(module, split="val", n=3, timesteps=(300, 800))
     assert {"loss_true", "loss_shuffled", "loss_empty", "shuffled_over_true", "loss_true/t=800"} <= set(out)
     assert all(torch.isfinite(torch.tensor(v)) and v > 0 for v in out.values())
+    # micro-batching (what keeps the probe inside a paper-scale GPU's memory) does not change the numbers
+    by_one = text_dependence(module, split="val", n=3, timesteps=(300, 800), batch_size=1)
+    for key, value in out.items():
+        assert by_one[key] == pytest.approx(value, rel=1e-4), key
     # with one image, "another image's paragraph" is its own: the probe must then see no difference at all
     single = text_dependence(module, split="val", n=1, timesteps=(500,))
     assert single["loss_shuffled"] == single["loss_true"]

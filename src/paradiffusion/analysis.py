@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-CURVE_METRICS = ("object_exact", "scene_exact", "presence", "position", "size", "shape")
+CURVE_METRICS = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "text_use")
 
 
 def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float, float]]]:
@@ -83,7 +83,7 @@ def markdown_table(rows: list[dict], metrics: Sequence[str] = CURVE_METRICS) -> 
     lines = [head, "|" + "---|" * (3 + len(metrics))]
     for r in rows:
         lines.append(f"| {r['stage']} | {r['step']} | {r['minutes']:.1f} | "
-                     + " | ".join(f"{r[m]:.3f}" for m in metrics) + " |")
+                     + " | ".join(f"{r[m]:.4f}" if m.startswith("text_use") else f"{r[m]:.3f}" for m in metrics) + " |")
     return "\n".join(lines)
 
 
@@ -117,6 +117,12 @@ def plot_learning_curve(root: str | Path, out: str | Path, metrics: Sequence[str
         for stage, x in ends.items():
             ax.axvline(x, color="0.8", lw=0.8, zorder=0)
             ax.text(x, 1.0, stage, rotation=90, va="top", ha="right", fontsize=7, color="0.4")
+    text_use = [(r["minutes"], v) for r in learning_curve(root, ("text_use",), loaded) if (v := r["text_use"]) == v]
+    if text_use:  # shuffled/true loss ratio: its own scale (1.00 = text ignored)
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*text_use), color="black", ls="--", marker="x", label="val/text_use (right axis)")
+        ax2.set_ylabel("text use (shuffled / true loss)")
+        ax2.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0))
     ax.set(xlabel="minutes since the run started (this machine)", ylabel="ParaShapes faithfulness", ylim=(0, 1.02),
            title="Learning curve: lines = validation (16 paragraphs); ■ heldout / ▲ test (per-stage evaluation)")
     ax.title.set_fontsize(9)

@@ -116,6 +116,7 @@ def text_dependence(
     timesteps: Sequence[int] = (100, 300, 500, 700, 900),
     seed: int = 0,
     resolution: int | None = None,
+    batch_size: int = 16,
 ) -> dict[str, float]:
     """Does the denoiser use its text? The diffusion loss on ``n`` ParaShapes images at fixed noise and fixed
     timesteps, conditioned on (a) each image's own paragraph, (b) another image's paragraph (rolled by one), and
@@ -123,8 +124,10 @@ def text_dependence(
     equal losses mean it draws from its image prior alone, whatever the judge's attribute scores say.
 
     ``model`` is a :class:`~paradiffusion.module.ParaDiffusion` (anything with ``text_encoder``,
-    ``noise_scheduler``, ``to_diffusion_space`` and ``forward(x_t, t, context, mask)``). Returns the three losses
-    averaged over ``timesteps``, per-timestep values (``loss_true/t=…``) and ``shuffled_over_true``.
+    ``noise_scheduler``, ``to_diffusion_space`` and ``forward(x_t, t, context, mask)``). Images go through the
+    model ``batch_size`` at a time (the result does not depend on it beyond float rounding), so the probe fits
+    wherever training does. Returns the three losses averaged over ``timesteps``, per-timestep values
+    (``loss_true/t=…``) and ``shuffled_over_true``.
     """
     from paradiffusion.diffusion.schedule import training_target
     from paradiffusion.parashapes import ParaShapesDataset
@@ -133,24 +136,34 @@ def text_dependence(
     dataset = ParaShapesDataset(split, n, resolution=resolution, seed=seed)  # built once: it generates all n specs
     items = [dataset[i] for i in range(n)]
     device = next(model.unet.parameters()).device
-    x0 = model.to_diffusion_space((torch.stack([it["image"] for it in items]) * 2 - 1).to(device))  # (B, C, h, w)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)  # (B, C, h, w)
-
-    def encode(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tok = model.text_encoder.tokenize(texts)
-        hidden, mask = model.text_encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device))
-        return hidden.to(x0.dtype), mask  # (B, T, D), (B, T)
-
     texts = [it["text"] for it in items]
-    contexts = {"true": encode(texts), "shuffled": encode(texts[1:] + texts[:1]), "empty": encode([""] * n)}
+    conditions = {"true": texts, "shuffled": texts[1:] + texts[:1], "empty": [""] * n}
+    pixels = torch.stack([it["image"] for it in items]) * 2 - 1  # (N, 3, R, R) in [-1, 1]
+    # the same noise whatever batch_size: drawn for all n images at once
+    noise_gen = torch.Generator().manual_seed(seed)
+    sq_err = {(name, t): 0.0 for name in conditions for t in timesteps}
+    count = 0
+    noise_all = None
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        x0 = model.to_diffusion_space(pixels[start:stop].to(device))  # (b, C, h, w)
+        if noise_all is None:
+            noise_all = torch.randn((n, *x0.shape[1:]), generator=noise_gen)  # (N, C, h, w)
+        noise = noise_all[start:stop].to(x0)
+        for name, paragraphs in conditions.items():
+            tok = model.text_encoder.tokenize(paragraphs[start:stop])
+            context, mask = model.text_encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device))
+            context = context.to(x0.dtype)  # (b, T, D)
+            for t_value in timesteps:
+                t = torch.full((stop - start,), int(t_value), device=device, dtype=torch.long)  # (b,)
+                x_t = model.noise_scheduler.add_noise(x0, noise, t)
+                target = training_target(model.noise_scheduler, x0, noise, t)
+                sq_err[(name, t_value)] += float((model(x_t, t, context, mask) - target).pow(2).sum())
+        count += x0[0].numel() * (stop - start)
     out: dict[str, float] = {}
-    for t_value in timesteps:
-        t = torch.full((n,), int(t_value), device=device, dtype=torch.long)  # (B,)
-        x_t = model.noise_scheduler.add_noise(x0, noise, t)
-        target = training_target(model.noise_scheduler, x0, noise, t)
-        for name, (context, mask) in contexts.items():
-            out[f"loss_{name}/t={t_value}"] = float((model(x_t, t, context, mask) - target).pow(2).mean())
-    for name in contexts:
+    for (name, t_value), total in sq_err.items():
+        out[f"loss_{name}/t={t_value}"] = total / count
+    for name in conditions:
         out[f"loss_{name}"] = float(np.mean([out[f"loss_{name}/t={t}"] for t in timesteps]))
     out["shuffled_over_true"] = out["loss_shuffled"] / out["loss_true"]
     return out
