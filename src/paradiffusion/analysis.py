@@ -99,7 +99,7 @@ def plot_learning_curve(root: str | Path, out: str | Path, metrics: Sequence[str
     root = Path(root)
     loaded = _load(root)  # read the event files once for the curve and the stage boundaries
     rows = learning_curve(root, metrics, loaded)
-    fig, ax = plt.subplots(figsize=(9.5, 4))
+    fig, ax = plt.subplots(figsize=(10.5, 4))
     for i, m in enumerate(metrics):
         color = f"C{i}"
         ax.plot([r["minutes"] for r in rows], [r[m] for r in rows], marker=".", color=color, label=f"val/{m} (16 para.)")
@@ -122,11 +122,11 @@ def plot_learning_curve(root: str | Path, out: str | Path, metrics: Sequence[str
         ax2 = ax.twinx()
         ax2.plot(*zip(*text_use), color="black", ls="--", marker="x", label="val/text_use (right axis)")
         ax2.set_ylabel("text use (shuffled / true loss)")
-        ax2.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0))
+        ax2.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.09, 0.0))
     ax.set(xlabel="minutes since the run started (this machine)", ylabel="ParaShapes faithfulness", ylim=(0, 1.02),
            title="Learning curve: lines = validation (16 paragraphs); ■ heldout / ▲ test (per-stage evaluation)")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.09 if text_use else 1.01, 1.0))
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
