@@ -21,6 +21,7 @@ def compositions() -> list[list[Path]]:
             combos.append([EXP / "base.yaml", EXP / "model" / f"{scale}.yaml", stage])
     stage2 = EXP / "llama2-7b" / "stage2.yaml"
     combos.append([EXP / "base.yaml", EXP / "model" / "llama2-7b.yaml", stage2, EXP / "llama2-7b" / "zero3_offload.yaml"])
+    combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / "fast_text.yaml"])
     return combos
 
 
@@ -85,3 +86,10 @@ def test_unet_attention_heads_are_wide_enough(scale):
             assert c % h == 0 and c // h >= MIN_HEAD_DIM, (
                 f"experiments/model/{scale}.yaml: down block {block} has {c} channels and attention_head_dim={h} "
                 f"(= number of heads in diffusers) -> head dim {c // h}; use fewer heads")
+
+
+def test_fast_text_adds_embedding_lora_at_the_unet_lr():
+    cfg = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / "fast_text.yaml"])
+    model = cfg.model.init_args
+    assert model.lora_lr == model.unet_lr
+    assert "embed_tokens" in model.text_encoder.init_args.lora.target_modules
