@@ -28,7 +28,7 @@ class SampleAndScore(Callback):
     With ``text_use_n > 0`` it also logs ``val/text_use``: the denoising loss with shuffled paragraphs over the loss
     with the true ones on ``text_use_n`` ``split`` images (see :func:`paradiffusion.evaluate.text_dependence`;
     1.00 = the model ignores its text), and ``val/text_use_<train split>`` on the text style the stage trains on
-    when that differs (stage-1 captions are not paragraphs). The attribute scores alone cannot tell a model that
+    when its writer differs (stage-1 captions, stage-3 curated paragraphs). The attribute scores alone cannot tell a model that
     reads its text from one that draws plausible shapes from its prior.
     """
 
@@ -80,9 +80,13 @@ class SampleAndScore(Callback):
         """Shuffled/true denoising loss on the validation text style and, if different, the training one."""
         if self.text_use_n <= 0:
             return {}
+        from paradiffusion.parashapes.generate import SPLIT_WRITER
+
         splits = {self.split: "val/text_use"}
-        train_split = getattr(trainer.datamodule, "train_split", None) if trainer.datamodule is not None else None
-        if getattr(trainer.datamodule, "source", None) == "parashapes" and train_split not in (None, self.split):
+        dm = trainer.datamodule
+        train_split = getattr(dm, "train_split", None) if getattr(dm, "source", None) == "parashapes" else None
+        # a second measurement only where the stage's text is written differently (stage-1 captions, stage-3 curated)
+        if train_split in SPLIT_WRITER and SPLIT_WRITER[train_split] != SPLIT_WRITER.get(self.split):
             splits[train_split] = f"val/text_use_{train_split}"
         out = {}
         with torch.no_grad():  # the loaded weights are the EMA ones here (the module swaps them in for validation)
