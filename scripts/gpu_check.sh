@@ -10,16 +10,7 @@
 # (GGUF) with LoRA on the GPU. Output: versions, the pytest summary with durations; logs under runs/gpu_check/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if [ -n "${WHEELHOUSE:-}" ]; then
-  PY=python3
-  SITE=${GPU_CHECK_SITE:-/tmp/paradiffusion-site}
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELHOUSE"/*.whl
-  export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-else
-  if [ ! -x .venv/bin/python ]; then make venv; fi
-  PY=.venv/bin/python
-fi
+source scripts/gpu_env.sh  # $PY; WHEELHOUSE=dir for an air-gapped node
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 $PY - <<'PY'
 import importlib.metadata as md, torch

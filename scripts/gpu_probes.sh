@@ -11,15 +11,7 @@
 # probe, TensorBoard events and sample scores (checkpoints stay in WORK, default /tmp/gpu_probes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if [ -n "${WHEELHOUSE:-}" ]; then
-  PY=python3
-  SITE=${GPU_CHECK_SITE:-/tmp/paradiffusion-site}
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELHOUSE"/*.whl
-  export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-else
-  PY=${PY:-.venv/bin/python}
-fi
+source scripts/gpu_env.sh  # $PY; WHEELHOUSE=dir for an air-gapped node
 LM=${LM:-runs/full/stage0/hf}
 MAX_TIME=${MAX_TIME:-00:00:05:00}
 VAL_EVERY=${VAL_EVERY:-500}
