@@ -1,5 +1,5 @@
-"""Validation curves of probe runs: read every TensorBoard events file under `<root>/<probe>/` (a resumed run adds a
-file), merge them by step, write `curves.json` and optionally plot one tag for all probes.
+"""Validation curves of probe runs: read the TensorBoard events under `<root>/<probe>/` (all files of a run
+directory, so a resumed run's second file is included), merge them by step, write `curves.json` and optionally plot one tag for all probes.
 
     python scripts/probe_curves.py /tmp/gpu_probes --json runs/gpu_probes/curves.json
     python scripts/probe_curves.py --from-json docs/gpu_probes/curves.json --tag val/text_use_stage1 \\
@@ -14,17 +14,15 @@ from pathlib import Path
 
 def read_curves(root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """`{probe: {tag: [(step, value), ...]}}` for the `val/*` and `train/loss` scalars of each probe under `root`."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from paradiffusion.analysis import event_dirs, read_scalars
 
     curves: dict[str, dict[str, dict[int, float]]] = {}
-    for events in sorted(root.glob("*/**/events.out.tfevents*")):
-        probe = events.relative_to(root).parts[0]
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
+    for run_dir in event_dirs(root):
+        probe = run_dir.relative_to(root).parts[0]
+        for tag, series in read_scalars(run_dir).items():
             if tag.startswith("val/") or tag == "train/loss":
-                # later files (a resume) win on a repeated step
-                curves.setdefault(probe, {}).setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
+                # a resumed run's later events file wins on a repeated step
+                curves.setdefault(probe, {}).setdefault(tag, {}).update({step: value for step, value, _ in series})
     return {p: {t: sorted(v.items()) for t, v in tags.items()} for p, tags in curves.items()}
 
 
