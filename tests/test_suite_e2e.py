@@ -141,3 +141,20 @@ def test_text_dependence_probe_on_a_saved_run(demo_run):
     # with one image, "another image's paragraph" is its own: the probe must then see no difference at all
     single = text_dependence(module, split="val", n=1, timesteps=(500,))
     assert single["loss_shuffled"] == single["loss_true"]
+
+
+def test_demo_config_adds_files_to_the_diffusion_stages(tmp_path):
+    extra = demo._extra_configs(f"{REPO / 'experiments/tiny/fast_text.yaml'}")
+    for stage in demo._stages(tmp_path, extra):
+        args = demo._args(stage, tmp_path, "full")
+        configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+        if stage.name == "stage0":  # the LM pretraining takes no diffusion settings
+            assert extra[0] not in configs
+        else:  # after the stage config, so its keys win
+            assert configs[-1] == extra[0] and configs[-2].endswith(f"{stage.name}.yaml")
+
+
+def test_demo_config_names_a_missing_file():
+    with pytest.raises(SystemExit, match="no_such.yaml"):
+        demo._extra_configs("experiments/tiny/fast_text.yaml, no_such.yaml")
+    assert demo._extra_configs("  ") == []

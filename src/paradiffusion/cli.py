@@ -166,6 +166,7 @@ def export_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int | None:
+    from_sys = argv is None  # then LightningCLI reads sys.argv itself (given both, it warns on every run)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "data":
         from paradiffusion.parashapes.cli import main as data_main
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int | None:
         return export_main(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n")
-    ParaDiffusionCLI(args=argv)
+    ParaDiffusionCLI(args=None if from_sys else argv)
     return 0
 
 

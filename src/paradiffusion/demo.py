@@ -10,13 +10,16 @@ Budget (environment variable ``DEMO_BUDGET``):
   ``short`` (default) — shortened step budgets, 12–14 minutes on 2 cores (at most 20);
   ``full``            — the step budgets written in ``experiments/tiny/*.yaml`` (the full tiny schedule);
   ``smoke``           — 2 steps a stage on tiny data: checks the whole chain in a minute (used by the tests).
-Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (paragraphs scored per stage and split, default 48).
+Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (paragraphs scored per stage and split, default 48),
+``DEMO_CONFIG`` (extra ``--config`` files, comma- or space-separated, added after the stage config of stages 1-3,
+e.g. ``DEMO_CONFIG=experiments/tiny/fast_text.yaml``).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,7 +43,16 @@ class Stage:
     overrides: list[str] = field(default_factory=list)
 
 
-def _stages(root: Path) -> list[Stage]:
+def _extra_configs(value: str) -> list[str]:
+    """DEMO_CONFIG: extra config files for the diffusion stages; a missing file is named before anything runs."""
+    paths = [p for p in re.split(r"[,\s]+", value.strip()) if p]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise SystemExit(f"DEMO_CONFIG: no such config file: {', '.join(missing)}")
+    return [str(Path(p).resolve()) for p in paths]
+
+
+def _stages(root: Path, extra: list[str] = ()) -> list[Stage]:
     base, model = str(EXPERIMENTS / "base.yaml"), str(EXPERIMENTS / "model" / "tiny.yaml")
     lm_dir = root / "stage0" / "hf"
     encoder = [f"--model.init_args.text_encoder.init_args.pretrained={lm_dir}"]
@@ -52,9 +64,9 @@ def _stages(root: Path) -> list[Stage]:
         Stage("stage0", [str(EXPERIMENTS / "tiny" / "stage0_lm.yaml")], 200,
               [f"--model.init_args.export_dir={lm_dir}", f"--trainer.default_root_dir={root / 'stage0'}",
                f"--trainer.logger.init_args.save_dir={root / 'stage0'}"]),
-        Stage("stage1", [base, model, str(EXPERIMENTS / "tiny" / "stage1.yaml")], 220, encoder),
-        Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml")], 130, encoder + [ckpt("stage1")]),
-        Stage("stage3", [base, model, str(EXPERIMENTS / "tiny" / "stage3.yaml")], 60, encoder + [ckpt("stage2")]),
+        Stage("stage1", [base, model, str(EXPERIMENTS / "tiny" / "stage1.yaml"), *extra], 220, encoder),
+        Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml"), *extra], 130, encoder + [ckpt("stage1")]),
+        Stage("stage3", [base, model, str(EXPERIMENTS / "tiny" / "stage3.yaml"), *extra], 60, encoder + [ckpt("stage2")]),
     ]
 
 
@@ -121,13 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"DEMO_BUDGET must be 'short', 'full' or 'smoke', got {budget!r}")
     root = Path(os.environ.get("DEMO_DIR", "runs/demo")).resolve()
     n_eval = int(os.environ.get("DEMO_EVAL_N", "48"))
+    extra = _extra_configs(os.environ.get("DEMO_CONFIG", ""))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     rows: list[dict] = []
-    print(f"[demo] budget={budget}; writing to {root}", flush=True)
+    print(f"[demo] budget={budget}; writing to {root}" + (f"; extra configs: {' '.join(extra)}" if extra else ""),
+          flush=True)
 
-    for stage in _stages(root):
+    for stage in _stages(root, extra):
         args = _args(stage, root, budget)
         if stage.name == "stage1":
             # The untrained baseline: stage 1's model before any diffusion training (LM from stage 0, random UNet).
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage.name == "stage3":  # the final model on the in-distribution phrasing too
             rows[-1]["test_scores"] = _evaluate(cli.model, stage.name, root, n_eval, split="test")
         rows[-1]["text_use"] = _text_use(cli.model, n_eval)
-        summary = {"budget": budget, "eval_split": "heldout", "eval_n": n_eval, "rows": rows,
+        summary = {"budget": budget, "extra_configs": extra, "eval_split": "heldout", "eval_n": n_eval, "rows": rows,
                    "total_minutes": (time.time() - started) / 60}
         (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
