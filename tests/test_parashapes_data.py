@@ -81,6 +81,15 @@ def test_cli_generate_score_render(tmp_path, capsys):
     assert summary["scene_exact"] == 1.0 and summary["failures"]["count"] == 0
     assert len(json.loads((tmp_path / "s.json").read_text())["scenes"]) == 12
 
+    # the chance level: perfect renders judged against the next scene's spec are mostly wrong, reported by image id
+    assert top_main(["data", "score", "--specs", str(out / "specs.jsonl"), "--images", str(out), "--against-shifted",
+                     "--json", str(tmp_path / "c.json")]) == 0
+    chance = json.loads(capsys.readouterr().out)
+    assert chance["against_shifted"] and chance["num_scenes"] == 12
+    assert chance["scene_exact"] < 0.5 and chance["object_exact"] < summary["object_exact"]
+    ids = [json.loads(line)["id"] for line in (out / "specs.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in json.loads((tmp_path / "c.json").read_text())["scenes"]] == ids
+
     # missing, unreadable and wrong-size images are failures, reported by id; never skipped
     specs = [json.loads(line) for line in (out / "specs.jsonl").read_text().splitlines()]
     (out / f"{specs[0]['id']}.png").unlink()

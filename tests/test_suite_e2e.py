@@ -37,6 +37,8 @@ def test_demo_chain_writes_every_stage(demo_run):
     assert "test_scores" in summary["rows"][0] and "test_scores" in summary["rows"][-1]
     for row in summary["rows"]:
         assert 0.0 <= row["scores"]["object_exact"] <= 1.0
+        # the chance level: the same images judged against the next scene's paragraph
+        assert 0.0 <= row["scores"]["chance/presence"] <= 1.0 and "chance/by_mention/0-76/count" not in row["scores"]
         assert row["text_use"] > 0.5  # a loss ratio (4 smoke paragraphs: only that it is computed and finite)
         assert (demo_run / "eval" / row["stage"] / "grid.png").exists()
         assert len(list((demo_run / "eval" / row["stage"] / "images").glob("*.png"))) == 4

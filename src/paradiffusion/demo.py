@@ -99,7 +99,9 @@ def _evaluate(module, name: str, root: Path, n: int, split: str = "heldout") -> 
     out = root / "eval" / (name if split == "heldout" else f"{name}-{split}")
     scores = evaluate_split(pipeline, split, n=n, seed=0, settings=SamplingSettings(), out_dir=out)
     print(f"[demo] {name}: sampled and scored {n} {split} paragraphs in {time.time() - t0:.0f}s: "
-          + ", ".join(f"{k}={scores[k]:.3f}" for k in HEADLINE if k in scores), flush=True)
+          + ", ".join(f"{k}={scores[k]:.3f}" for k in HEADLINE if k in scores)
+          + (f" (chance: presence={scores['chance/presence']:.3f}, object_exact={scores['chance/object_exact']:.3f})"
+             if "chance/presence" in scores else ""), flush=True)
     return scores
 
 
@@ -123,6 +125,9 @@ def _table(rows: list[dict], key: str = "scores") -> str:
             lines.append(f"{r['stage']:<10} {r['minutes']:>9.1f} "
                          + " ".join(f"{r[key].get(k, float('nan')):>12.3f}" for k in HEADLINE)
                          + (f" {r.get('text_use', float('nan')):>9.4f}" if text_use else ""))
+            if f"chance/{HEADLINE[0]}" in r[key]:  # the same images judged against another scene's paragraph
+                lines.append(f"{'  chance':<10} {'':>9} "
+                             + " ".join(f"{r[key].get(f'chance/{k}', float('nan')):>12.3f}" for k in HEADLINE))
     return "\n".join(lines)
 
 
@@ -168,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
     total = (time.time() - started) / 60
     print("\n[demo] ParaShapes faithfulness on heldout paragraphs (unseen phrasing), EMA weights, "
-          f"{n_eval} images per row, DPM-Solver++ 20 steps; text use = denoising loss with another image's paragraph "
-          "over the loss with its own (1.00: the model ignores its text):\n")
+          f"{n_eval} images per row, DPM-Solver++ 20 steps; 'chance' = the same images judged against the next "
+          "scene's paragraph (what they score without following their own); text use = denoising loss with another "
+          "image's paragraph over the loss with its own (1.00: the model ignores its text):\n")
     print(_table(rows))
     print(f"\n[demo] ... and on `test` paragraphs (the training phrasing, unseen scenes), {n_eval} images per row:\n")
     print(_table(rows, "test_scores"))

@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -90,13 +90,20 @@ def evaluate_split(
     settings: SamplingSettings | None = None,
     out_dir: str | Path | None = None,
 ) -> dict[str, float]:
-    """Sample ``n`` images for a ParaShapes split and score them; optionally write PNGs, specs and scores."""
+    """Sample ``n`` images for a ParaShapes split and score them; optionally write PNGs, specs and scores.
+
+    Also returns ``chance/<metric>``: the same images judged against the next scene's spec (cyclic shift). That is
+    what the images earn without following their own paragraph (the image prior's hits), so a model follows its text
+    by the margin ``<metric> - chance/<metric>``, not by ``<metric>`` alone."""
     from paradiffusion.parashapes import generate_split
 
     settings = settings or SamplingSettings()
     specs = generate_split(split, n, seed=seed)
     images = sample(pipeline, [s.paragraph for s in specs], settings, seed=seed)
     scores = score(images, specs)
+    if len(specs) > 1:
+        scores.update({f"chance/{k}": v for k, v in score(images, specs[1:] + specs[:1]).items()
+                       if not k.startswith("by_mention/")})
     if out_dir is not None:
         out = Path(out_dir)
         save_images(images, [s.id for s in specs], out / "images")
@@ -117,6 +124,7 @@ def text_dependence(
     seed: int = 0,
     resolution: int | None = None,
     batch_size: int = 16,
+    describe: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, float]:
     """Does the denoiser use its text? The diffusion loss on ``n`` ParaShapes images at fixed noise and fixed
     timesteps, conditioned on (a) each image's own paragraph, (b) another image's paragraph (rolled by one), and
@@ -126,7 +134,8 @@ def text_dependence(
     ``model`` is a :class:`~paradiffusion.module.ParaDiffusion` (anything with ``text_encoder``,
     ``noise_scheduler``, ``to_diffusion_space`` and ``forward(x_t, t, context, mask)``). Images go through the
     model ``batch_size`` at a time (the result does not depend on it beyond float rounding), so the probe fits
-    wherever training does. Returns the three losses averaged over ``timesteps``, per-timestep values
+    wherever training does. ``describe`` turns an item's spec dict into its text (default: the split's own
+    paragraph), e.g. to probe a model trained on another description style. Returns the three losses averaged over ``timesteps``, per-timestep values
     (``loss_true/t=…``) and ``shuffled_over_true``.
     """
     from paradiffusion.diffusion.schedule import training_target
@@ -136,7 +145,7 @@ def text_dependence(
     dataset = ParaShapesDataset(split, n, resolution=resolution, seed=seed)  # built once: it generates all n specs
     items = [dataset[i] for i in range(n)]
     device = next(model.unet.parameters()).device
-    texts = [it["text"] for it in items]
+    texts = [describe(it["spec"]) if describe else it["text"] for it in items]
     conditions = {"true": texts, "shuffled": texts[1:] + texts[:1], "empty": [""] * n}
     pixels = torch.stack([it["image"] for it in items]) * 2 - 1  # (N, 3, R, R) in [-1, 1]
     # the same noise whatever batch_size: drawn for all n images at once

@@ -1,7 +1,7 @@
 """`paradiffusion data generate|score|render|stats` (the exact form of issue 2; other tools call it).
 
 generate  --split S --n N --resolution R --style {plain,curated} --seed S --out DIR [--format folder|webdataset]
-score     --specs FILE.jsonl --images DIR [--json OUT] [--strict]
+score     --specs FILE.jsonl --images DIR [--json OUT] [--strict] [--against-shifted]
           Images are matched by id (DIR/<id>.png). Prints a JSON summary. A missing, unreadable or non-square
           (or < 16 px) image is counted as a failed scene and listed under "failures"; square images of any
           resolution are judged as they are (the judge is resolution-independent). Exit 0, or 1 with
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", required=True)
     s.add_argument("--json", default=None, help="also write the summary plus per-scene verdicts here")
     s.add_argument("--strict", action="store_true", help="exit 1 if any image is missing/unreadable/bad size")
+    s.add_argument("--against-shifted", action="store_true",
+                   help="judge image i against spec i+1 (cyclic): what the images earn from another scene's text, "
+                        "i.e. the chance level of a model that ignores its paragraphs")
 
     r = sub.add_parser("render", help="render (hand-written) specs to PNGs")
     r.add_argument("--specs", required=True)
@@ -103,26 +106,31 @@ def _score(a: argparse.Namespace) -> int:
     images = Path(a.images)
     if not images.is_dir():
         raise SpecError(f"--images {images} is not a directory")
+    # with --against-shifted, each image is judged against the next scene's spec (the image prior's chance level)
+    judged = specs[1:] + specs[:1] if a.against_shifted else specs
     results = []
-    for spec in specs:
+    for spec, truth in zip(specs, judged):
         path = images / f"{spec.id}.png"
         if not path.exists():
-            results.append(failed_result(spec, "missing", f"{path} not found"))
+            results.append(failed_result(truth, "missing", f"{path} not found"))
             continue
         try:
             with Image.open(path) as im:
                 im.load()
                 img = im.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as e:
-            results.append(failed_result(spec, "unreadable", f"{path}: {e}"))
+            results.append(failed_result(truth, "unreadable", f"{path}: {e}"))
             continue
         w, h = img.size
         if w != h or w < MIN_SCORE_SIZE:
-            results.append(failed_result(spec, "bad_size", f"{path}: {w}x{h} (need square, >= {MIN_SCORE_SIZE} px)"))
+            results.append(failed_result(truth, "bad_size", f"{path}: {w}x{h} (need square, >= {MIN_SCORE_SIZE} px)"))
             continue
-        results.append(score_scene(img, spec))
-    summary = summarize(results, specs)
+        results.append(score_scene(img, truth))
+    for r, spec in zip(results, specs):
+        r["id"] = spec.id  # verdicts and failures are reported by the image's id
+    summary = summarize(results, judged)
     summary["specs"], summary["images"] = str(a.specs), str(images)
+    summary["against_shifted"] = bool(a.against_shifted)
     print(json.dumps(summary))
     if a.json:
         Path(a.json).write_text(json.dumps({**summary, "scenes": results}, indent=1) + "\n")
