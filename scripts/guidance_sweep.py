@@ -6,7 +6,8 @@ guidance scales (same seeds, EMA weights) and prints one row of ParaShapes score
 
 A model that reads its text only faintly (text use ~1.01) predicts almost the same with and without the paragraph;
 guidance multiplies that difference, so a sweep separates "the model knows but says it softly" from "the model does
-not know". Scale 1 is plain conditional sampling (no unconditional pass).
+not know". Scale 1 is plain conditional sampling (no unconditional pass). ``ch_*`` columns: the same images judged
+against the next scene's paragraph (the chance level; see ``evaluate_split``).
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def main() -> None:
 
     module = load_module(str(a.run / "config.yaml"), str(a.run / "checkpoints" / a.ckpt)).eval()
     pipeline = module.make_pipeline(use_ema=True)
-    cols = list(HEADLINE)
-    print(f"{'scale':>6} " + " ".join(f"{k:>12}" for k in cols) + f" {'sec':>5}")
+    cols = [*HEADLINE, "chance/presence", "chance/position", "chance/shape"]  # judged against another scene
+    print(f"{'scale':>6} " + " ".join(f"{k.replace('chance/', 'ch_'):>12}" for k in cols) + f" {'sec':>5}")
     for scale in a.scales:
         t0 = time.time()
         settings = SamplingSettings(num_inference_steps=a.steps, guidance_scale=scale)

@@ -21,7 +21,7 @@ def compositions() -> list[list[Path]]:
             combos.append([EXP / "base.yaml", EXP / "model" / f"{scale}.yaml", stage])
     stage2 = EXP / "llama2-7b" / "stage2.yaml"
     combos.append([EXP / "base.yaml", EXP / "model" / "llama2-7b.yaml", stage2, EXP / "llama2-7b" / "zero3_offload.yaml"])
-    combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / "fast_text.yaml"])
+    combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / "attn_lora.yaml"])
     return combos
 
 
@@ -88,8 +88,11 @@ def test_unet_attention_heads_are_wide_enough(scale):
                 f"(= number of heads in diffusers) -> head dim {c // h}; use fewer heads")
 
 
-def test_fast_text_adds_embedding_lora_at_the_unet_lr():
-    cfg = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / "fast_text.yaml"])
-    model = cfg.model.init_args
-    assert model.lora_lr == model.unet_lr
-    assert "embed_tokens" in model.text_encoder.init_args.lora.target_modules
+def test_tiny_lora_covers_embeddings_at_the_unet_lr_and_attn_lora_restores_the_paper_recipe():
+    tiny = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml"]).model.init_args
+    assert tiny.lora_lr == tiny.unet_lr
+    assert "embed_tokens" in tiny.text_encoder.init_args.lora.target_modules
+    attn = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml",
+                  EXP / "tiny" / "attn_lora.yaml"]).model.init_args
+    assert attn.lora_lr == 1e-4 and attn.unet_lr == tiny.unet_lr
+    assert list(attn.text_encoder.init_args.lora.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]

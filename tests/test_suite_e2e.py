@@ -146,7 +146,7 @@ def test_text_dependence_probe_on_a_saved_run(demo_run):
 
 
 def test_demo_config_adds_files_to_the_diffusion_stages(tmp_path):
-    extra = demo._extra_configs(f"{REPO / 'experiments/tiny/fast_text.yaml'}")
+    extra = demo._extra_configs(f"{REPO / 'experiments/tiny/attn_lora.yaml'}")
     for stage in demo._stages(tmp_path, extra):
         args = demo._args(stage, tmp_path, "full")
         configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
@@ -158,5 +158,5 @@ def test_demo_config_adds_files_to_the_diffusion_stages(tmp_path):
 
 def test_demo_config_names_a_missing_file():
     with pytest.raises(SystemExit, match="no_such.yaml"):
-        demo._extra_configs("experiments/tiny/fast_text.yaml, no_such.yaml")
+        demo._extra_configs("experiments/tiny/attn_lora.yaml, no_such.yaml")
     assert demo._extra_configs("  ") == []

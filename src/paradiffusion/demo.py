@@ -12,7 +12,7 @@ Budget (environment variable ``DEMO_BUDGET``):
   ``smoke``           — 2 steps a stage on tiny data: checks the whole chain in a minute (used by the tests).
 Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (paragraphs scored per stage and split, default 48),
 ``DEMO_CONFIG`` (extra ``--config`` files, comma- or space-separated, added after the stage config of stages 1-3,
-e.g. ``DEMO_CONFIG=experiments/tiny/fast_text.yaml``).
+e.g. ``DEMO_CONFIG=experiments/tiny/attn_lora.yaml``).
 """
 from __future__ import annotations
 
