@@ -92,10 +92,16 @@ def test_generate_and_export_round_trip(demo_run, tmp_path):
     prompts.write_text("A red circle sits at the top left.\n")
     cli_main(["generate", "--pipeline", str(tmp_path / "pipe"), "--prompts", str(prompts), "--steps", "4",
               "--out", str(tmp_path / "from_pipe")])
+    cli_main(["generate", "--config", str(run / "config.yaml"), "--ckpt_path", ckpt, "--prompts", str(prompts),
+              "--steps", "4", "--out", str(tmp_path / "from_ckpt_prompts")])
+    import numpy as np
     from PIL import Image
 
     a = Image.open(tmp_path / "from_pipe" / "0000.png")
     assert a.size == (32, 32)
+    # the exported weights (EMA UNet + LoRA adapter, token embeddings included) give the checkpoint's images
+    b = Image.open(tmp_path / "from_ckpt_prompts" / "0000.png")
+    assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 1
 
 
 def test_notebook_executes_headless(demo_run, tmp_path):
