@@ -30,7 +30,10 @@ def test_model_yaml_parses(name):
     init = cfg.model.init_args
     assert cfg.model.class_path == "paradiffusion.module.ParaDiffusion"
     assert init.text_encoder.init_args.max_length == 512
-    assert init.text_encoder.init_args.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    attention = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    # the tiny LM also adapts its token embeddings (README, "What we found"); the paper scales keep attention-only LoRA
+    expected = attention + ["embed_tokens"] if name == "tiny" else attention
+    assert init.text_encoder.init_args.lora.target_modules == expected
 
 
 def test_tiny_yaml_instantiates_from_stage0_dir(tmp_path):
