@@ -29,7 +29,8 @@ from torch.utils.data import IterableDataset
 
 from paradiffusion.cli import ParaDiffusionCLI
 from paradiffusion.data import Stage2AlignmentData
-from paradiffusion.evaluate import SamplingSettings, sample, score, text_dependence
+from paradiffusion.evaluate import SamplingSettings, sample, score_with_chance, text_dependence
+from paradiffusion.parashapes import generate_split
 
 KEYS = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "background")
 
@@ -95,17 +96,14 @@ def main() -> None:
         fit_min = (time.time() - t0) / 60
         model = cli.model.eval()
         model.load_ema_weights()
-        from paradiffusion.parashapes import generate_split
-
         specs = generate_split("test", a.n, seed=0)
         texts = [describe(s.to_dict()) if describe else s.paragraph for s in specs]
         images = sample(model.make_pipeline(use_ema=False), texts, SamplingSettings(), seed=0)
-        scores = score(images, specs)
-        chance = score(images, specs[1:] + specs[:1])  # the same images judged against the next scene
+        scores = score_with_chance(images, specs)  # + chance/<k>: judged against the next scene
         td = text_dependence(model, split="val", n=64, describe=describe)
         row = {"arm": arm, "steps": cli.trainer.global_step, "init_from": a.init_from, "train_lm": a.train_lm,
                "extra": extra, "fit_min": round(fit_min, 2), **{k: round(scores[k], 3) for k in KEYS},
-               **{f"chance/{k}": round(chance[k], 3) for k in KEYS},
+               **{f"chance/{k}": round(scores[f"chance/{k}"], 3) for k in KEYS},
                "text_use": round(td["shuffled_over_true"], 4),
                "t900_true_shuffled": [round(td["loss_true/t=900"], 4), round(td["loss_shuffled/t=900"], 4)],
                "example_text": texts[0]}

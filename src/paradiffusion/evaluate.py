@@ -82,6 +82,16 @@ def score(images: torch.Tensor, specs: Sequence[Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metric.compute().items()}
 
 
+def score_with_chance(images: torch.Tensor, specs: Sequence[Any]) -> dict[str, float]:
+    """:func:`score`, plus ``chance/<metric>``: the same images judged against the next scene's spec (cyclic shift),
+    i.e. what they earn without following their own paragraph (the image prior's hits)."""
+    scores = score(images, specs)
+    if len(specs) > 1:
+        scores.update({f"chance/{k}": v for k, v in score(images, list(specs[1:]) + list(specs[:1])).items()
+                       if not k.startswith("by_mention/")})
+    return scores
+
+
 def evaluate_split(
     pipeline: Any,
     split: str = "heldout",
@@ -92,18 +102,14 @@ def evaluate_split(
 ) -> dict[str, float]:
     """Sample ``n`` images for a ParaShapes split and score them; optionally write PNGs, specs and scores.
 
-    Also returns ``chance/<metric>``: the same images judged against the next scene's spec (cyclic shift). That is
-    what the images earn without following their own paragraph (the image prior's hits), so a model follows its text
-    by the margin ``<metric> - chance/<metric>``, not by ``<metric>`` alone."""
+    Also returns ``chance/<metric>`` (:func:`score_with_chance`): a model follows its text by the margin
+    ``<metric> - chance/<metric>``, not by ``<metric>`` alone."""
     from paradiffusion.parashapes import generate_split
 
     settings = settings or SamplingSettings()
     specs = generate_split(split, n, seed=seed)
     images = sample(pipeline, [s.paragraph for s in specs], settings, seed=seed)
-    scores = score(images, specs)
-    if len(specs) > 1:
-        scores.update({f"chance/{k}": v for k, v in score(images, specs[1:] + specs[:1]).items()
-                       if not k.startswith("by_mention/")})
+    scores = score_with_chance(images, specs)
     if out_dir is not None:
         out = Path(out_dir)
         save_images(images, [s.id for s in specs], out / "images")
