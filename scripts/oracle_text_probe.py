@@ -13,7 +13,13 @@ of diffusion steps, whatever the text.
     python scripts/oracle_text_probe.py --steps 400 --lm runs/full/stage0/hf \\
         --init_from runs/full/stage1/run/checkpoints/last.ckpt          # ~25 min on 2 cores for both arms
 
-Each arm appends one JSON line to ``<--out>/results.jsonl``: judge scores on ``--n`` `test` scenes sampled from that
+On a GPU, train for a wall-clock budget and score along the way (a row every ``--eval_every`` steps, EMA weights):
+
+    python scripts/oracle_text_probe.py --arms scene_list --accelerator gpu --max_time 00:00:06:00 --eval_every 1000 \\
+        --steps 100000 --train_lm --lm <stage-0 dir> --init_from <stage-1 ckpt>     # scripts/gpu_oracle.sh runs both
+
+Each arm appends one JSON line to ``<--out>/results.jsonl`` (and, with ``--eval_every``, one per evaluation to
+``<--out>/curve.jsonl``): judge scores on ``--n`` `test` scenes sampled from that
 arm's descriptions (EMA weights, DPM-Solver++ 20 steps, CFG 3) and text use on 64 `val` scenes in that arm's words.
 Extra arguments are passed to the Lightning CLI (e.g. ``--model.init_args.lora_lr=5e-4``).
 """
@@ -25,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import lightning as L
+import torch
 from torch.utils.data import IterableDataset
 
 from paradiffusion.cli import ParaDiffusionCLI
@@ -68,6 +76,51 @@ class DescribedAlignmentData(Stage2AlignmentData):
         return stream if self.describe is None else _Described(stream, self.describe)
 
 
+def evaluate_arm(model, describe, n: int) -> dict[str, Any]:
+    """Judge scores (+ chance) on ``n`` `test` scenes in the arm's words and text use on 64 `val` scenes, with
+    whatever weights ``model`` holds (the caller loads the EMA ones)."""
+    specs = generate_split("test", n, seed=0)
+    texts = [describe(s.to_dict()) if describe else s.paragraph for s in specs]
+    with torch.no_grad():
+        images = sample(model.make_pipeline(use_ema=False), texts, SamplingSettings(), seed=0)
+        td = text_dependence(model, split="val", n=64, describe=describe)
+    scores = score_with_chance(images, specs)  # + chance/<k>: judged against the next scene
+    return {**{k: round(scores[k], 3) for k in KEYS}, **{f"chance/{k}": round(scores[f"chance/{k}"], 3) for k in KEYS},
+            "text_use": round(td["shuffled_over_true"], 4),
+            "t900_true_shuffled": [round(td["loss_true/t=900"], 4), round(td["loss_shuffled/t=900"], 4)],
+            "example_text": texts[0]}
+
+
+class EvalEvery(L.Callback):
+    """Every ``every`` optimizer steps: :func:`evaluate_arm` with the EMA weights swapped in, one row to ``path``."""
+
+    def __init__(self, every: int, arm: str, describe, n: int, path: Path) -> None:
+        self.every, self.arm, self.describe, self.n, self.path = every, arm, describe, n, path
+        self.t0 = time.time()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.t0 = time.time()  # minutes of training, start-up excluded
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every or not trainer.is_global_zero:
+            return
+        modes = {m: m.training for m in pl_module.modules()}  # the frozen LM stays in eval mode afterwards
+        pl_module._swap_ema_in()  # the raw weights come back below; the EMA keeps averaging afterwards
+        pl_module.eval()
+        try:
+            row = {"arm": self.arm, "step": step, "minutes": round((time.time() - self.t0) / 60, 2),
+                   **evaluate_arm(pl_module, self.describe, self.n)}
+        finally:
+            pl_module._swap_ema_out()
+            for m, training in modes.items():
+                m.training = training
+        row.pop("example_text")
+        print(json.dumps(row), flush=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", nargs="+", default=["scene_list", "paragraph"], choices=sorted(DESCRIBE))
@@ -77,6 +130,9 @@ def main() -> None:
     p.add_argument("--train_lm", action="store_true", help="train LoRA on the LM too (default: frozen LM)")
     p.add_argument("--n", type=int, default=48, help="`test` scenes sampled and scored per arm")
     p.add_argument("--out", type=Path, default=Path("runs/oracle"))
+    p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--max_time", default=None, help="wall-clock training budget DD:HH:MM:SS (then --steps is a cap)")
+    p.add_argument("--eval_every", type=int, default=0, help="also evaluate every N steps (rows in curve.jsonl)")
     a, extra = p.parse_known_args()
     a.out.mkdir(parents=True, exist_ok=True)
     for arm in a.arms:
@@ -89,24 +145,22 @@ def main() -> None:
             f"--model.init_args.text_encoder.init_args.freeze={str(not a.train_lm).lower()}",
             f"--model.init_args.init_from={a.init_from or 'null'}",
             f"--trainer.logger.init_args.save_dir={a.out / arm}", f"--trainer.max_steps={a.steps}",
-            "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", *extra])
+            "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+            f"--trainer.accelerator={a.accelerator}", *([f"--trainer.max_time={a.max_time}"] if a.max_time else []),
+            *extra])
         init = {k: v for k, v in cli.datamodule.hparams.items() if not k.startswith("_")}  # drop _class_path
         data = DescribedAlignmentData(**init, describe=describe)
+        if a.eval_every:
+            cli.trainer.callbacks.append(EvalEvery(a.eval_every, arm, describe, a.n, a.out / "curve.jsonl"))
         cli.trainer.fit(cli.model, datamodule=data)
         fit_min = (time.time() - t0) / 60
         model = cli.model.eval()
+        if a.accelerator == "gpu":
+            model.cuda()  # the trainer hands the module back on the CPU after fit
         model.load_ema_weights()
-        specs = generate_split("test", a.n, seed=0)
-        texts = [describe(s.to_dict()) if describe else s.paragraph for s in specs]
-        images = sample(model.make_pipeline(use_ema=False), texts, SamplingSettings(), seed=0)
-        scores = score_with_chance(images, specs)  # + chance/<k>: judged against the next scene
-        td = text_dependence(model, split="val", n=64, describe=describe)
+        device = torch.cuda.get_device_name() if a.accelerator == "gpu" else "cpu"
         row = {"arm": arm, "steps": cli.trainer.global_step, "init_from": a.init_from, "train_lm": a.train_lm,
-               "extra": extra, "fit_min": round(fit_min, 2), **{k: round(scores[k], 3) for k in KEYS},
-               **{f"chance/{k}": round(scores[f"chance/{k}"], 3) for k in KEYS},
-               "text_use": round(td["shuffled_over_true"], 4),
-               "t900_true_shuffled": [round(td["loss_true/t=900"], 4), round(td["loss_shuffled/t=900"], 4)],
-               "example_text": texts[0]}
+               "extra": extra, "fit_min": round(fit_min, 2), "device": device, **evaluate_arm(model, describe, a.n)}
         print(json.dumps(row), flush=True)
         with open(a.out / "results.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

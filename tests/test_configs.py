@@ -21,7 +21,8 @@ def compositions() -> list[list[Path]]:
             combos.append([EXP / "base.yaml", EXP / "model" / f"{scale}.yaml", stage])
     stage2 = EXP / "llama2-7b" / "stage2.yaml"
     combos.append([EXP / "base.yaml", EXP / "model" / "llama2-7b.yaml", stage2, EXP / "llama2-7b" / "zero3_offload.yaml"])
-    combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / "attn_lora.yaml"])
+    for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml"):
+        combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / ablation])
     return combos
 
 
@@ -96,3 +97,9 @@ def test_tiny_lora_covers_embeddings_at_the_unet_lr_and_attn_lora_restores_the_p
                   EXP / "tiny" / "attn_lora.yaml"]).model.init_args
     assert attn.lora_lr == 1e-4 and attn.unet_lr == tiny.unet_lr
     assert list(attn.text_encoder.init_args.lora.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_lm_full_finetune_drops_lora_and_unfreezes_the_lm():
+    te = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml",
+                EXP / "tiny" / "lm_full_finetune.yaml"]).model.init_args.text_encoder.init_args
+    assert te.lora is None and te.freeze is False
