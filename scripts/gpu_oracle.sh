@@ -9,7 +9,7 @@
 #   PROBES=$'full_ft paragraph runs/lm/hf runs/init.ckpt --config experiments/tiny/lm_full_finetune.yaml\n...' ...
 #       one probe per line: name, arm (paragraph|scene_list), LM directory, init checkpoint, extra CLI arguments
 #   WHEELHOUSE=dir ...   air-gapped node with its own CUDA torch (as in scripts/gpu_check.sh)
-# Writes to RESULTS (default runs/gpu_oracle): <name>.curve.jsonl, <name>.result.jsonl, <name>.log.
+# Writes to RESULTS (default runs/gpu_oracle): <name>.curve.jsonl, <name>.result.jsonl; logs to LOGS (default RESULTS).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu_env.sh  # $PY; WHEELHOUSE=dir for an air-gapped node
@@ -22,8 +22,9 @@ EVAL_EVERY=${EVAL_EVERY:-1000}
 NUM_WORKERS=${NUM_WORKERS:-7}
 LIMIT=${LIMIT:-500}            # seconds per probe, start-up and evaluations included
 RESULTS=${RESULTS:-runs/gpu_oracle}
+LOGS=${LOGS:-$RESULTS}
 WORK=${WORK:-/tmp/gpu_oracle}
-mkdir -p "$RESULTS" "$WORK"
+mkdir -p "$RESULTS" "$LOGS" "$WORK"
 names=()
 while read -r name arm lm init extra; do
   [ -n "$name" ] || continue
@@ -32,12 +33,12 @@ while read -r name arm lm init extra; do
   # shellcheck disable=SC2086
   timeout "$LIMIT" $PY scripts/oracle_text_probe.py --arms "$arm" --train_lm --lm "$lm" --init_from "$init" \
     --accelerator gpu --steps 1000000 --max_time "$MAX_TIME" --eval_every "$EVAL_EVERY" --n "${EVAL_N:-48}" \
-    --out "$WORK/$name" --data.init_args.num_workers="$NUM_WORKERS" $extra >"$RESULTS/$name.log" 2>&1 &
+    --out "$WORK/$name" --data.init_args.num_workers="$NUM_WORKERS" $extra >"$LOGS/$name.log" 2>&1 &
 done <<<"$PROBES"
 wait
 for name in "${names[@]}"; do
   cp "$WORK/$name/curve.jsonl" "$RESULTS/$name.curve.jsonl" 2>/dev/null || echo "$name: no evaluation row"
-  cp "$WORK/$name/results.jsonl" "$RESULTS/$name.result.jsonl" 2>/dev/null || echo "$name: did not finish"
-  echo "== $name"; grep -E "Time limit|Error" "$RESULTS/$name.log" | tail -3
+  cp "$WORK/$name/results.jsonl" "$RESULTS/$name.result.jsonl" 2>/dev/null || { echo "$name: did not finish"; tail -15 "$LOGS/$name.log"; }
+  echo "== $name"; grep -E "Time limit|Error" "$LOGS/$name.log" | tail -3
   cat "$RESULTS/$name.curve.jsonl" "$RESULTS/$name.result.jsonl" 2>/dev/null | cut -c1-300
 done

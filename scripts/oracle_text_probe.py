@@ -3,7 +3,13 @@ scores both with the judge:
 
   * ``paragraph`` — the shipped stage-2 text (60-300 words, synonyms, coreference, distractors);
   * ``scene_list`` — an oracle description of the same scene in canonical words and fixed order,
-    e.g. "gray background. large red circle at top-left. small blue square at center."
+    e.g. "gray background. large red circle at top-left. small blue square at center.";
+  * ``scene_list_synonyms`` — the scene list with the paragraphs' wordings (random training-lexicon synonyms
+    and position phrases: "slate-gray background. huge crimson orb in the northwest corner of the frame."):
+    what the vocabulary alone costs;
+  * ``scene_list_padded`` — the canonical scene list with the paragraphs' true-but-irrelevant sentences (moods,
+    absent colours and shapes, empty cells, the count) interleaved, ~paragraph length: what the length and
+    the distractors alone cost.
 
 Same scenes, images, seeds, steps and starting weights; only the words differ. If the scene-list arm places objects
 and the paragraph arm does not, the UNet can draw what it is told within this budget and the limit is reading the
@@ -28,10 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
@@ -39,6 +47,10 @@ from paradiffusion.cli import ParaDiffusionCLI
 from paradiffusion.data import Stage2AlignmentData
 from paradiffusion.evaluate import SamplingSettings, sample, score_with_chance, text_dependence
 from paradiffusion.parashapes import generate_split
+from paradiffusion.parashapes.lexicon import TRAIN
+from paradiffusion.parashapes.spec import ObjectSpec
+from paradiffusion.parashapes.templates import PARAGRAPH
+from paradiffusion.parashapes.writers import _object_fields, _pick, _static_fillers  # the paragraph writer's parts
 
 KEYS = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "background")
 
@@ -49,7 +61,31 @@ def scene_list(spec: dict[str, Any]) -> str:
     return ". ".join([f"{spec['background']} background", *objects]) + "."
 
 
-DESCRIBE = {"paragraph": None, "scene_list": scene_list}
+def _scene_rng(spec: dict[str, Any]) -> np.random.Generator:
+    """The same wording for the same scene in every worker and run (the description is part of the data)."""
+    return np.random.default_rng(zlib.crc32(json.dumps(spec["objects"], sort_keys=True).encode()) + len(spec["objects"]))
+
+
+def scene_list_synonyms(spec: dict[str, Any]) -> str:
+    rng = _scene_rng(spec)
+    objects = []
+    for o in spec["objects"]:
+        f = _object_fields(ObjectSpec.from_dict(o), TRAIN, rng)
+        objects.append(f"{f['full']} {f['pos']}")
+    return ". ".join([f"{_pick(rng, TRAIN.backgrounds[spec['background']])} background", *objects]) + "."
+
+
+def scene_list_padded(spec: dict[str, Any]) -> str:
+    rng = _scene_rng(spec)
+    fillers = _static_fillers(PARAGRAPH, [ObjectSpec.from_dict(o) for o in spec["objects"]], rng)
+    parts = scene_list(spec)[:-1].split(". ")
+    for filler in fillers[: int(rng.integers(6, 12))]:  # ~70-130 words in all, like the paragraphs
+        parts.insert(int(rng.integers(len(parts) + 1)), filler.rstrip("."))
+    return ". ".join(parts) + "."
+
+
+DESCRIBE = {"paragraph": None, "scene_list": scene_list, "scene_list_synonyms": scene_list_synonyms,
+            "scene_list_padded": scene_list_padded}
 
 
 class _Described(IterableDataset):
