@@ -9,7 +9,9 @@ scores both with the judge:
     what the vocabulary alone costs;
   * ``scene_list_padded`` — the canonical scene list with the paragraphs' true-but-irrelevant sentences (moods,
     absent colours and shapes, empty cells, the count) interleaved, ~paragraph length: what the length and
-    the distractors alone cost.
+    the distractors alone cost;
+  * ``scene_list_mood_padded`` — the same, but padded with the neutral sentences only (moods, light, style: no
+    colour, shape, size or cell values), ~paragraph length: what the length alone costs.
 
 Same scenes, images, seeds, steps and starting weights; only the words differ. If the scene-list arm places objects
 and the paragraph arm does not, the UNet can draw what it is told within this budget and the limit is reading the
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 import zlib
 from pathlib import Path
@@ -75,17 +78,36 @@ def scene_list_synonyms(spec: dict[str, Any]) -> str:
     return ". ".join([f"{_pick(rng, TRAIN.backgrounds[spec['background']])} background", *objects]) + "."
 
 
-def scene_list_padded(spec: dict[str, Any]) -> str:
+def _names_an_attribute(sentence: str) -> bool:
+    """Does the sentence contain a training-lexicon wording of any attribute value, or the word "background"?"""
+    words = {w.lower() for table in (TRAIN.colors, TRAIN.shapes, TRAIN.sizes, TRAIN.backgrounds, TRAIN.position_nouns)
+             for wordings in table.values() for w in wordings} | {"background"}
+    return any(re.search(rf"\b{re.escape(w)}\b", sentence.lower()) for w in words)
+
+
+#: the paragraph writer's mood/style sentences that name nothing of the scene ("a little playful" is out: "little")
+NEUTRAL = tuple(m for m in PARAGRAPH.moods if not _names_an_attribute(m))
+
+
+def scene_list_padded(spec: dict[str, Any], neutral: bool = False) -> str:
     rng = _scene_rng(spec)
-    fillers = _static_fillers(PARAGRAPH, [ObjectSpec.from_dict(o) for o in spec["objects"]], rng)
+    if neutral:
+        fillers = [NEUTRAL[int(i)] for i in rng.permutation(len(NEUTRAL))]
+    else:
+        fillers = _static_fillers(PARAGRAPH, [ObjectSpec.from_dict(o) for o in spec["objects"]], rng)
     parts = scene_list(spec)[:-1].split(". ")
     for filler in fillers[: int(rng.integers(6, 12))]:  # ~70-130 words in all, like the paragraphs
         parts.insert(int(rng.integers(len(parts) + 1)), filler.rstrip("."))
     return ". ".join(parts) + "."
 
 
+def scene_list_mood_padded(spec: dict[str, Any]) -> str:
+    return scene_list_padded(spec, neutral=True)  # a named function: checkpoints pickle the data's hparams
+
+
 DESCRIBE = {"paragraph": None, "scene_list": scene_list, "scene_list_synonyms": scene_list_synonyms,
-            "scene_list_padded": scene_list_padded}
+            "scene_list_padded": scene_list_padded,
+            "scene_list_mood_padded": scene_list_mood_padded}
 
 
 class _Described(IterableDataset):
