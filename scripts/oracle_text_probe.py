@@ -48,7 +48,7 @@ from torch.utils.data import IterableDataset
 
 from paradiffusion.cli import ParaDiffusionCLI
 from paradiffusion.data import Stage2AlignmentData
-from paradiffusion.evaluate import SamplingSettings, sample, score_with_chance, text_dependence
+from paradiffusion.evaluate import evaluate_split, text_dependence
 from paradiffusion.parashapes import generate_split
 from paradiffusion.parashapes.lexicon import TRAIN
 from paradiffusion.parashapes.spec import ObjectSpec
@@ -78,11 +78,13 @@ def scene_list_synonyms(spec: dict[str, Any]) -> str:
     return ". ".join([f"{_pick(rng, TRAIN.backgrounds[spec['background']])} background", *objects]) + "."
 
 
+_ATTRIBUTE_WORDS = {w.lower() for table in (TRAIN.colors, TRAIN.shapes, TRAIN.sizes, TRAIN.backgrounds,
+                                            TRAIN.position_nouns) for wordings in table.values() for w in wordings}
+
+
 def _names_an_attribute(sentence: str) -> bool:
     """Does the sentence contain a training-lexicon wording of any attribute value, or the word "background"?"""
-    words = {w.lower() for table in (TRAIN.colors, TRAIN.shapes, TRAIN.sizes, TRAIN.backgrounds, TRAIN.position_nouns)
-             for wordings in table.values() for w in wordings} | {"background"}
-    return any(re.search(rf"\b{re.escape(w)}\b", sentence.lower()) for w in words)
+    return any(re.search(rf"\b{re.escape(w)}\b", sentence.lower()) for w in _ATTRIBUTE_WORDS | {"background"})
 
 
 #: the paragraph writer's mood/style sentences that name nothing of the scene ("a little playful" is out: "little")
@@ -137,16 +139,12 @@ class DescribedAlignmentData(Stage2AlignmentData):
 def evaluate_arm(model, describe, n: int) -> dict[str, Any]:
     """Judge scores (+ chance) on ``n`` `test` scenes in the arm's words and text use on 64 `val` scenes, with
     whatever weights ``model`` holds (the caller loads the EMA ones)."""
-    specs = generate_split("test", n, seed=0)
-    texts = [describe(s.to_dict()) if describe else s.paragraph for s in specs]
     with torch.no_grad():
-        images = sample(model.make_pipeline(use_ema=False), texts, SamplingSettings(), seed=0)
+        scores = evaluate_split(model.make_pipeline(use_ema=False), "test", n, seed=0, describe=describe)
         td = text_dependence(model, split="val", n=64, describe=describe)
-    scores = score_with_chance(images, specs)  # + chance/<k>: judged against the next scene
     return {**{k: round(scores[k], 3) for k in KEYS}, **{f"chance/{k}": round(scores[f"chance/{k}"], 3) for k in KEYS},
             "text_use": round(td["shuffled_over_true"], 4),
-            "t900_true_shuffled": [round(td["loss_true/t=900"], 4), round(td["loss_shuffled/t=900"], 4)],
-            "example_text": texts[0]}
+            "t900_true_shuffled": [round(td["loss_true/t=900"], 4), round(td["loss_shuffled/t=900"], 4)]}
 
 
 class EvalEvery(L.Callback):
@@ -173,7 +171,6 @@ class EvalEvery(L.Callback):
             pl_module._swap_ema_out()
             for m, training in modes.items():
                 m.training = training
-        row.pop("example_text")
         print(json.dumps(row), flush=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -217,8 +214,10 @@ def main() -> None:
             model.cuda()  # the trainer hands the module back on the CPU after fit
         model.load_ema_weights()
         device = torch.cuda.get_device_name() if a.accelerator == "gpu" else "cpu"
+        example = generate_split("test", 1, seed=0)[0]
         row = {"arm": arm, "steps": cli.trainer.global_step, "init_from": a.init_from, "train_lm": a.train_lm,
-               "extra": extra, "fit_min": round(fit_min, 2), "device": device, **evaluate_arm(model, describe, a.n)}
+               "extra": extra, "fit_min": round(fit_min, 2), "device": device, **evaluate_arm(model, describe, a.n),
+               "example_text": describe(example.to_dict()) if describe else example.paragraph}
         print(json.dumps(row), flush=True)
         with open(a.out / "results.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

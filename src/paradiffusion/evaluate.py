@@ -99,8 +99,10 @@ def evaluate_split(
     seed: int = 0,
     settings: SamplingSettings | None = None,
     out_dir: str | Path | None = None,
+    describe: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, float]:
     """Sample ``n`` images for a ParaShapes split and score them; optionally write PNGs, specs and scores.
+    ``describe(spec_dict)`` words the scenes instead of their own paragraphs (as in :func:`text_dependence`).
 
     Also returns ``chance/<metric>`` (:func:`score_with_chance`): a model follows its text by the margin
     ``<metric> - chance/<metric>``, not by ``<metric>`` alone."""
@@ -108,7 +110,8 @@ def evaluate_split(
 
     settings = settings or SamplingSettings()
     specs = generate_split(split, n, seed=seed)
-    images = sample(pipeline, [s.paragraph for s in specs], settings, seed=seed)
+    texts = [describe(s.to_dict()) if describe else s.paragraph for s in specs]
+    images = sample(pipeline, texts, settings, seed=seed)
     scores = score_with_chance(images, specs)
     if out_dir is not None:
         out = Path(out_dir)
