@@ -21,7 +21,7 @@ def compositions() -> list[list[Path]]:
             combos.append([EXP / "base.yaml", EXP / "model" / f"{scale}.yaml", stage])
     stage2 = EXP / "llama2-7b" / "stage2.yaml"
     combos.append([EXP / "base.yaml", EXP / "model" / "llama2-7b.yaml", stage2, EXP / "llama2-7b" / "zero3_offload.yaml"])
-    for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml"):
+    for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml", "token_gate.yaml", "refiner.yaml"):
         combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / ablation])
     return combos
 
@@ -103,3 +103,12 @@ def test_lm_full_finetune_drops_lora_and_unfreezes_the_lm():
     te = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml",
                 EXP / "tiny" / "lm_full_finetune.yaml"]).model.init_args.text_encoder.init_args
     assert te.lora is None and te.freeze is False
+
+
+@pytest.mark.parametrize("name", ["token_gate", "refiner"])
+def test_connector_configs_match_the_text_width(name):
+    model = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml",
+                   EXP / "tiny" / f"{name}.yaml"]).model.init_args
+    connector = model.text_encoder.init_args.connector
+    assert connector.class_path.startswith("paradiffusion.models.")
+    assert connector.init_args.dim == model.text_encoder.init_args.out_dim == model.unet.init_args.cross_attention_dim

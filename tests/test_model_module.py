@@ -6,7 +6,7 @@ import torch
 from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 
-from paradiffusion.models import LLMTextEncoder, LoRASettings
+from paradiffusion.models import LLMTextEncoder, LoRASettings, TextRefiner, TokenGate
 from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config, tiny_unet
 from paradiffusion.module import ParaDiffusion
 
@@ -18,9 +18,10 @@ def tok_dir(tmp_path_factory):
     return str(build_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
 
 
-def make_module(tok_dir, **kw) -> ParaDiffusion:
+def make_module(tok_dir, connector=None, **kw) -> ParaDiffusion:
     torch.manual_seed(0)
-    enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok_dir, lora=LoRASettings(r=4), out_dim=32)
+    enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok_dir, lora=LoRASettings(r=4), out_dim=32,
+                         connector=connector)
     sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
                           timestep_spacing="trailing")
     defaults = dict(unet_lr=1e-3, lora_lr=1e-4, warmup_steps=2, ema_decay=0.9, sample_steps=4)
@@ -90,6 +91,33 @@ def test_trains_samples_and_resumes(tok_dir, tmp_path):
     nxt.configure_model()
     for k, p in nxt.trainable_named_parameters().items():
         torch.testing.assert_close(p, saved["ema"]["shadow"][k])
+
+
+@pytest.mark.parametrize("kind", ["gate", "refiner"])
+def test_a_stage_can_add_a_connector_to_loaded_weights(tok_dir, tmp_path, kind):
+    prev = make_module(tok_dir)
+    prev.configure_model()
+    with torch.no_grad():  # a trained-looking LoRA, so the comparison below is not trivially zero
+        for n, p in prev.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.05)
+    ckpt = tmp_path / "prev.ckpt"
+    torch.save({"state_dict": prev.state_dict()}, ckpt)
+    connector = TokenGate(32) if kind == "gate" else TextRefiner(32, num_heads=4)
+    nxt = make_module(tok_dir, connector=connector, init_from=str(ckpt))
+    nxt.configure_model()  # the connector's weights are new: allowed, because it starts as the identity
+    assert any(n.startswith("text_encoder.connector.") for n in nxt.trainable_named_parameters())
+    tok = prev.text_encoder.tokenize(["a red square", "a blue square at the top of a white background"])
+    with torch.no_grad():
+        h_prev, _ = prev.text_encoder(tok["input_ids"], tok["attention_mask"])
+        h_next, _ = nxt.text_encoder(tok["input_ids"], tok["attention_mask"])
+    torch.testing.assert_close(h_next, h_prev, atol=0, rtol=0)
+    module = make_module(tok_dir, connector=TokenGate(32))
+    module.configure_model()
+    module.trainer = None
+    groups = {g["name"]: g for g in module.configure_optimizers()["optimizer"].param_groups}
+    unet_ids = {id(p) for p in groups["unet"]["params"]}
+    assert all(id(p) in unet_ids for p in module.text_encoder.connector.parameters())  # trained at the UNet's rate
 
 
 def test_param_groups_and_caption_dropout(tok_dir, tmp_path):

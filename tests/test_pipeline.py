@@ -11,26 +11,28 @@ from transformers import AutoTokenizer
 
 from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.sampling import initial_noise, make_sampler, sample_loop
-from paradiffusion.models import LLMTextEncoder, LoRASettings
+from paradiffusion.models import LLMTextEncoder, LoRASettings, TextRefiner
 from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config, tiny_unet
 from paradiffusion.pipeline import ParaDiffusionPipeline
 
 PARAS = ["a red circle at the top left", "two squares: a blue one at the bottom and a green one at the right", ""]
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["xattn", "xattn+pooled"])
+@pytest.fixture(scope="module", params=["plain", "pooled", "refiner"], ids=["xattn", "xattn+pooled", "xattn+refiner"])
 def pipe(tmp_path_factory, request):
     tok = str(build_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
     torch.manual_seed(0)
-    enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok, lora=LoRASettings(r=4), out_dim=48)
-    # Non-zero LoRA B so the round trip really exercises the adapter weights.
+    connector = TextRefiner(48, num_layers=1, num_heads=4) if request.param == "refiner" else None
+    enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok, lora=LoRASettings(r=4), out_dim=48,
+                         connector=connector)
+    # Non-zero LoRA B (and connector outputs) so the round trip really exercises those weights.
     with torch.no_grad():
         for n, p in enc.named_parameters():
-            if "lora_B" in n:
+            if "lora_B" in n or n.startswith("connector."):
                 p.normal_(std=0.05)
     sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
                           timestep_spacing="trailing")
-    return ParaDiffusionPipeline(enc, tiny_unet(cross_attention_dim=48, pooled_text=request.param), sched)
+    return ParaDiffusionPipeline(enc, tiny_unet(cross_attention_dim=48, pooled_text=request.param == "pooled"), sched)
 
 
 def test_seed_per_image_and_batching(pipe):
@@ -58,6 +60,7 @@ def test_released_layout_round_trip(pipe, tmp_path):
                 "scheduler/scheduler_config.json", "text_encoder_projection.safetensors"]:
         assert (tmp_path / sub).is_file(), sub
     assert not (tmp_path / "sdxl-vae-fp16-fix").exists()  # pixel space: no VAE
+    assert (tmp_path / "text_encoder_connector.safetensors").is_file() == (pipe.text_encoder.connector is not None)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["unet"] == "unet"
     loaded = ParaDiffusionPipeline.from_pretrained(tmp_path)

@@ -7,7 +7,8 @@ Layout (`save_pretrained` / `from_pretrained`)::
     DIR/unet/                   diffusers UNet2DConditionModel (EMA weights when exported from training)
     DIR/sdxl-vae-fp16-fix/      diffusers AutoencoderKL, only when a VAE is used
     DIR/scheduler/              the training noise schedule (DDPMScheduler config)
-    DIR/text_encoder_config.json, DIR/text_encoder_projection.safetensors, DIR/model_index.json   (ours; optional)
+    DIR/text_encoder_config.json, DIR/text_encoder_projection.safetensors, DIR/text_encoder_connector.safetensors,
+    DIR/model_index.json   (ours; optional)
 
 Without `text_encoder_config.json` (the official release) the text encoder behaves like the released inference
 code: last hidden state, 256 tokens, padded to max length, padding not masked.
@@ -26,6 +27,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.guidance import classifier_free_guidance, pad_context
 from paradiffusion.diffusion.sampling import initial_noise, make_sampler, sample_loop
+from paradiffusion.models.connector import TextConnector
 from paradiffusion.models.text_encoder import LLMTextEncoder
 from paradiffusion.models.vae import decode_latents
 
@@ -167,6 +169,9 @@ class ParaDiffusionPipeline:
         if isinstance(te.proj, torch.nn.Linear):
             save_file({k: v.detach().contiguous() for k, v in te.proj.state_dict().items()},
                       str(out / "text_encoder_projection.safetensors"))
+        if te.connector is not None:
+            save_file({k: v.detach().contiguous() for k, v in te.connector.state_dict().items()},
+                      str(out / "text_encoder_connector.safetensors"))
         self.unet.save_pretrained(out / layout["unet"], safe_serialization=True)
         if self.vae is not None:
             self.vae.save_pretrained(out / layout["vae"], safe_serialization=True)
@@ -204,6 +209,7 @@ class ParaDiffusionPipeline:
             padding=te_cfg.get("padding", "longest"),
             mask_padding=te_cfg.get("mask_padding", True),
             out_dim=te_cfg.get("out_dim"),
+            connector=TextConnector.from_settings(te_cfg["connector"]) if te_cfg.get("connector") else None,
             freeze=True,
             dtype=dtype,
         )
@@ -213,6 +219,11 @@ class ParaDiffusionPipeline:
         proj_file = root / "text_encoder_projection.safetensors"
         if proj_file.is_file():
             text_encoder.proj.load_state_dict(load_file(str(proj_file)))
+        connector_file = root / "text_encoder_connector.safetensors"
+        if text_encoder.connector is not None:
+            if not connector_file.is_file():
+                raise FileNotFoundError(f"{root}: text_encoder_config.json names a connector but {connector_file.name} is missing")
+            text_encoder.connector.load_state_dict(load_file(str(connector_file)))
         text_encoder.requires_grad_(False).eval()
         unet = load_unet(str(root / layout["unet"]), dtype=dtype).eval()
         vae_dir = root / layout.get("vae", DEFAULT_LAYOUT["vae"])

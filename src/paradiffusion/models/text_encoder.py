@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
 
+from paradiffusion.models.connector import TextConnector
 from paradiffusion.models.lora import LoRASettings
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -55,6 +56,8 @@ class LLMTextEncoder(nn.Module):
         freeze: freeze the LLM entirely (the frozen-encoder ablation); without LoRA and without freeze the whole
             LLM is trained.
         out_dim: output width; a trainable linear projection is added when it differs from the LLM width.
+        connector: optional trainable layers on the (projected) states before the UNet, e.g. a `TokenGate` or a
+            `TextRefiner` (`models.connector`); `None` = the states go straight to the UNet, as in the paper.
         gradient_checkpointing: recompute LLM activations in backward.
         dtype: dtype of the (frozen) base weights, e.g. `bfloat16` for 7B on GPU. LoRA weights stay fp32.
         lazy: defer building the LLM to `materialize()` (called from `ParaDiffusion.configure_model`, so that
@@ -77,6 +80,7 @@ class LLMTextEncoder(nn.Module):
         lora: LoRASettings | None = None,
         freeze: bool = False,
         out_dim: int | None = None,
+        connector: TextConnector | None = None,
         gradient_checkpointing: bool = False,
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         lazy: bool = False,
@@ -123,6 +127,9 @@ class LLMTextEncoder(nn.Module):
         self.proj: nn.Module = (
             nn.Linear(self.hidden_size, self.out_dim) if self.out_dim != self.hidden_size else nn.Identity()
         )
+        if connector is not None and connector.dim != self.out_dim:
+            raise ValueError(f"LLMTextEncoder: connector.dim={connector.dim} != out_dim={self.out_dim}")
+        self.connector = connector
         self.lm: nn.Module | None = None
         if not lazy:
             self.materialize()
@@ -182,7 +189,8 @@ class LLMTextEncoder(nn.Module):
         return [p for p in (self.lm.parameters() if self.lm is not None else []) if p.requires_grad]
 
     def projection_parameters(self) -> list[nn.Parameter]:
-        return list(self.proj.parameters())
+        """The projection and the connector: trained at the UNet's learning rate."""
+        return list(self.proj.parameters()) + (list(self.connector.parameters()) if self.connector is not None else [])
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -201,6 +209,8 @@ class LLMTextEncoder(nn.Module):
         hidden = out.hidden_states[self.hidden_layer] if want_all else out.last_hidden_state  # (B, T, H)
         if isinstance(self.proj, nn.Linear):
             hidden = self.proj(hidden.to(self.proj.weight.dtype))  # (B, T, out_dim)
+        if self.connector is not None:
+            hidden, attention_mask = self.connector(hidden.float(), attention_mask)  # (B, T, out_dim), (B, T)
         if not self.mask_padding:
             attention_mask = torch.ones_like(attention_mask)  # released behaviour: padding is attended
         return hidden, attention_mask  # (B, T, D), (B, T)
@@ -221,6 +231,7 @@ class LLMTextEncoder(nn.Module):
             "mask_padding": self.mask_padding,
             "out_dim": self.out_dim,
             "lora": None if self.lora is None else vars(self.lora),
+            "connector": None if self.connector is None else self.connector.settings(),
         }
 
 
