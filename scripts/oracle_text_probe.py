@@ -125,11 +125,16 @@ class _Described(IterableDataset):
 
 
 class DescribedAlignmentData(Stage2AlignmentData):
-    """Stage-2 scenes, training text from ``describe`` (validation is not run by this probe)."""
+    """Stage-2 scenes, training text from ``DESCRIBE[arm]`` (validation is not run by this probe).
 
-    def __init__(self, *args: Any, describe=None, **kwargs: Any) -> None:
+    Takes the arm's *name*: Lightning saves DataModule arguments into checkpoints, and a function there would make
+    the checkpoint unreadable with ``torch.load(weights_only=True)``."""
+
+    def __init__(self, *args: Any, arm: str = "paragraph", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.describe = describe
+        if arm not in DESCRIBE:
+            raise ValueError(f"unknown arm {arm!r}; choose from {sorted(DESCRIBE)}")
+        self.describe = DESCRIBE[arm]
 
     def train_dataset(self):
         stream = super().train_dataset()
@@ -204,7 +209,7 @@ def main() -> None:
             f"--trainer.accelerator={a.accelerator}", *([f"--trainer.max_time={a.max_time}"] if a.max_time else []),
             *extra])
         init = {k: v for k, v in cli.datamodule.hparams.items() if not k.startswith("_")}  # drop _class_path
-        data = DescribedAlignmentData(**init, describe=describe)
+        data = DescribedAlignmentData(**init, arm=arm)
         if a.eval_every:
             cli.trainer.callbacks.append(EvalEvery(a.eval_every, arm, describe, a.n, a.out / "curve.jsonl"))
         cli.trainer.fit(cli.model, datamodule=data)

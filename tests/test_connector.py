@@ -86,3 +86,24 @@ def test_encoder_trains_connector_at_the_unet_rate(tmp_path):
     hidden, _ = enc(t["input_ids"], t["attention_mask"])
     hidden.sum().backward()
     assert all(p.grad is not None for p in enc.connector.parameters() if p.requires_grad)
+
+
+def test_embedding_skip_starts_at_zero_and_carries_token_identity(tmp_path):
+    tok = str(build_tiny_tokenizer(tmp_path))
+    torch.manual_seed(0)
+    plain = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok, freeze=True)
+    skip = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok, freeze=True, embedding_skip=True)
+    skip.base_lm.load_state_dict(plain.base_lm.state_dict())  # the same LLM (building the skip consumed random numbers)
+    t = plain.tokenize(["a red circle", "a blue square at the top"])
+    with torch.no_grad():
+        h0, _ = plain(t["input_ids"], t["attention_mask"])
+        h1, _ = skip(t["input_ids"], t["attention_mask"])
+    torch.testing.assert_close(h1, h0, atol=0, rtol=0)  # a fresh skip changes nothing
+    out, _ = skip(t["input_ids"], t["attention_mask"])
+    out.sum().backward()
+    assert skip.embedding_skip[1].weight.grad.abs().sum() > 0  # it learns from the first step
+    with torch.no_grad():
+        skip.embedding_skip[1].weight.copy_(torch.eye(skip.hidden_size))
+        h2, _ = skip(t["input_ids"], t["attention_mask"])
+    embed = skip.base_lm.model.embed_tokens(t["input_ids"])
+    torch.testing.assert_close(h2 - h0, skip.embedding_skip[0](embed))  # exactly the normalised token embedding

@@ -18,10 +18,10 @@ def tok_dir(tmp_path_factory):
     return str(build_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
 
 
-def make_module(tok_dir, connector=None, **kw) -> ParaDiffusion:
+def make_module(tok_dir, connector=None, embedding_skip=False, **kw) -> ParaDiffusion:
     torch.manual_seed(0)
     enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok_dir, lora=LoRASettings(r=4), out_dim=32,
-                         connector=connector)
+                         connector=connector, embedding_skip=embedding_skip)
     sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
                           timestep_spacing="trailing")
     defaults = dict(unet_lr=1e-3, lora_lr=1e-4, warmup_steps=2, ema_decay=0.9, sample_steps=4)
@@ -93,7 +93,7 @@ def test_trains_samples_and_resumes(tok_dir, tmp_path):
         torch.testing.assert_close(p, saved["ema"]["shadow"][k])
 
 
-@pytest.mark.parametrize("kind", ["gate", "refiner"])
+@pytest.mark.parametrize("kind", ["gate", "refiner", "embedding_skip"])
 def test_a_stage_can_add_a_connector_to_loaded_weights(tok_dir, tmp_path, kind):
     prev = make_module(tok_dir)
     prev.configure_model()
@@ -103,21 +103,23 @@ def test_a_stage_can_add_a_connector_to_loaded_weights(tok_dir, tmp_path, kind):
                 p.normal_(std=0.05)
     ckpt = tmp_path / "prev.ckpt"
     torch.save({"state_dict": prev.state_dict()}, ckpt)
-    connector = TokenGate(32) if kind == "gate" else TextRefiner(32, num_heads=4)
-    nxt = make_module(tok_dir, connector=connector, init_from=str(ckpt))
-    nxt.configure_model()  # the connector's weights are new: allowed, because it starts as the identity
-    assert any(n.startswith("text_encoder.connector.") for n in nxt.trainable_named_parameters())
+    connector = {"gate": TokenGate(32), "refiner": TextRefiner(32, num_heads=4), "embedding_skip": None}[kind]
+    nxt = make_module(tok_dir, connector=connector, embedding_skip=kind == "embedding_skip", init_from=str(ckpt))
+    nxt.configure_model()  # the new weights are allowed, because they start as the identity
+    prefix = "text_encoder.embedding_skip." if kind == "embedding_skip" else "text_encoder.connector."
+    assert any(n.startswith(prefix) for n in nxt.trainable_named_parameters())
     tok = prev.text_encoder.tokenize(["a red square", "a blue square at the top of a white background"])
     with torch.no_grad():
         h_prev, _ = prev.text_encoder(tok["input_ids"], tok["attention_mask"])
         h_next, _ = nxt.text_encoder(tok["input_ids"], tok["attention_mask"])
     torch.testing.assert_close(h_next, h_prev, atol=0, rtol=0)
-    module = make_module(tok_dir, connector=TokenGate(32))
+    module = make_module(tok_dir, connector=TokenGate(32), embedding_skip=True)
     module.configure_model()
     module.trainer = None
     groups = {g["name"]: g for g in module.configure_optimizers()["optimizer"].param_groups}
     unet_ids = {id(p) for p in groups["unet"]["params"]}
-    assert all(id(p) in unet_ids for p in module.text_encoder.connector.parameters())  # trained at the UNet's rate
+    extra = [*module.text_encoder.connector.parameters(), *module.text_encoder.embedding_skip.parameters()]
+    assert all(id(p) in unet_ids for p in extra)  # trained at the UNet's rate
 
 
 def test_param_groups_and_caption_dropout(tok_dir, tmp_path):

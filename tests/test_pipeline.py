@@ -18,17 +18,18 @@ from paradiffusion.pipeline import ParaDiffusionPipeline
 PARAS = ["a red circle at the top left", "two squares: a blue one at the bottom and a green one at the right", ""]
 
 
-@pytest.fixture(scope="module", params=["plain", "pooled", "refiner"], ids=["xattn", "xattn+pooled", "xattn+refiner"])
+@pytest.fixture(scope="module", params=["plain", "pooled", "refiner"],
+                ids=["xattn", "xattn+pooled", "xattn+refiner+embedding_skip"])
 def pipe(tmp_path_factory, request):
     tok = str(build_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
     torch.manual_seed(0)
     connector = TextRefiner(48, num_layers=1, num_heads=4) if request.param == "refiner" else None
     enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok, lora=LoRASettings(r=4), out_dim=48,
-                         connector=connector)
-    # Non-zero LoRA B (and connector outputs) so the round trip really exercises those weights.
+                         connector=connector, embedding_skip=request.param == "refiner")
+    # Non-zero LoRA B (and connector/skip outputs) so the round trip really exercises those weights.
     with torch.no_grad():
         for n, p in enc.named_parameters():
-            if "lora_B" in n or n.startswith("connector."):
+            if "lora_B" in n or n.startswith(("connector.", "embedding_skip.")):
                 p.normal_(std=0.05)
     sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
                           timestep_spacing="trailing")
@@ -61,6 +62,7 @@ def test_released_layout_round_trip(pipe, tmp_path):
         assert (tmp_path / sub).is_file(), sub
     assert not (tmp_path / "sdxl-vae-fp16-fix").exists()  # pixel space: no VAE
     assert (tmp_path / "text_encoder_connector.safetensors").is_file() == (pipe.text_encoder.connector is not None)
+    assert (tmp_path / "text_encoder_embedding_skip.safetensors").is_file() == (pipe.text_encoder.embedding_skip is not None)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["unet"] == "unet"
     loaded = ParaDiffusionPipeline.from_pretrained(tmp_path)

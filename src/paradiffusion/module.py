@@ -123,16 +123,16 @@ class ParaDiffusion(L.LightningModule):
         own = self.state_dict()
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         missing = sorted(trainable - set(state))
-        # A stage may add LoRA adapters the previous stage did not have (stage 1 trains against a frozen LLM), or a
-        # connector. Both start as the identity (PEFT's B = 0; the connectors' zero-initialised output layers), so
+        # A stage may add LoRA adapters the previous stage did not have (stage 1 trains against a frozen LLM), a
+        # connector or an embedding skip. All start as the identity (PEFT's B = 0; zero-initialised output layers), so
         # a fresh one leaves the model exactly as loaded: starting it from scratch is the intended behaviour. Any
         # other missing trainable weight means a different model: refuse.
-        fresh = [n for n in missing if "lora_" in n or n.startswith("text_encoder.connector.")]
+        fresh = [n for n in missing if "lora_" in n or n.startswith(("text_encoder.connector.", "text_encoder.embedding_skip."))]
         missing = [n for n in missing if n not in fresh]
         if missing:
             raise KeyError(f"init_from={path}: checkpoint lacks {len(missing)} trainable weights, e.g. {missing[:3]}")
         if fresh:
-            rank_zero_info(f"init_from={path}: {len(fresh)} LoRA/connector weights are new in this stage (start as identity)")
+            rank_zero_info(f"init_from={path}: {len(fresh)} LoRA/connector/skip weights are new in this stage (start as identity)")
         bad = [k for k in state if k in own and own[k].shape != state[k].shape]
         if bad:
             raise ValueError(f"init_from={path}: shape mismatch for {bad[:3]} (different model config?)")

@@ -8,7 +8,7 @@ Layout (`save_pretrained` / `from_pretrained`)::
     DIR/sdxl-vae-fp16-fix/      diffusers AutoencoderKL, only when a VAE is used
     DIR/scheduler/              the training noise schedule (DDPMScheduler config)
     DIR/text_encoder_config.json, DIR/text_encoder_projection.safetensors, DIR/text_encoder_connector.safetensors,
-    DIR/model_index.json   (ours; optional)
+    DIR/text_encoder_embedding_skip.safetensors, DIR/model_index.json   (ours; optional)
 
 Without `text_encoder_config.json` (the official release) the text encoder behaves like the released inference
 code: last hidden state, 256 tokens, padded to max length, padding not masked.
@@ -172,6 +172,9 @@ class ParaDiffusionPipeline:
         if te.connector is not None:
             save_file({k: v.detach().contiguous() for k, v in te.connector.state_dict().items()},
                       str(out / "text_encoder_connector.safetensors"))
+        if te.embedding_skip is not None:
+            save_file({k: v.detach().contiguous() for k, v in te.embedding_skip.state_dict().items()},
+                      str(out / "text_encoder_embedding_skip.safetensors"))
         self.unet.save_pretrained(out / layout["unet"], safe_serialization=True)
         if self.vae is not None:
             self.vae.save_pretrained(out / layout["vae"], safe_serialization=True)
@@ -210,6 +213,7 @@ class ParaDiffusionPipeline:
             mask_padding=te_cfg.get("mask_padding", True),
             out_dim=te_cfg.get("out_dim"),
             connector=TextConnector.from_settings(te_cfg["connector"]) if te_cfg.get("connector") else None,
+            embedding_skip=te_cfg.get("embedding_skip", False),
             freeze=True,
             dtype=dtype,
         )
@@ -224,6 +228,11 @@ class ParaDiffusionPipeline:
             if not connector_file.is_file():
                 raise FileNotFoundError(f"{root}: text_encoder_config.json names a connector but {connector_file.name} is missing")
             text_encoder.connector.load_state_dict(load_file(str(connector_file)))
+        if text_encoder.embedding_skip is not None:
+            skip_file = root / "text_encoder_embedding_skip.safetensors"
+            if not skip_file.is_file():
+                raise FileNotFoundError(f"{root}: text_encoder_config.json sets embedding_skip but {skip_file.name} is missing")
+            text_encoder.embedding_skip.load_state_dict(load_file(str(skip_file)))
         text_encoder.requires_grad_(False).eval()
         unet = load_unet(str(root / layout["unet"]), dtype=dtype).eval()
         vae_dir = root / layout.get("vae", DEFAULT_LAYOUT["vae"])

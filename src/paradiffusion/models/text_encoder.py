@@ -58,6 +58,10 @@ class LLMTextEncoder(nn.Module):
         out_dim: output width; a trainable linear projection is added when it differs from the LLM width.
         connector: optional trainable layers on the (projected) states before the UNet, e.g. a `TokenGate` or a
             `TextRefiner` (`models.connector`); `None` = the states go straight to the UNet, as in the paper.
+        embedding_skip: add `W · LayerNorm(token embedding)` to every state (W trainable, zero at init, so a fresh
+            skip changes nothing): each token's identity then reaches the UNet whatever its context. A small LM's
+            last layer mixes much of its context into every token (README, "What we found"); Llama-2's does not
+            need this, and the paper has no such path (default off).
         gradient_checkpointing: recompute LLM activations in backward.
         dtype: dtype of the (frozen) base weights, e.g. `bfloat16` for 7B on GPU. LoRA weights stay fp32.
         lazy: defer building the LLM to `materialize()` (called from `ParaDiffusion.configure_model`, so that
@@ -81,6 +85,7 @@ class LLMTextEncoder(nn.Module):
         freeze: bool = False,
         out_dim: int | None = None,
         connector: TextConnector | None = None,
+        embedding_skip: bool = False,
         gradient_checkpointing: bool = False,
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         lazy: bool = False,
@@ -130,6 +135,11 @@ class LLMTextEncoder(nn.Module):
         if connector is not None and connector.dim != self.out_dim:
             raise ValueError(f"LLMTextEncoder: connector.dim={connector.dim} != out_dim={self.out_dim}")
         self.connector = connector
+        self.embedding_skip: nn.Module | None = None
+        if embedding_skip:
+            skip = nn.Linear(self.hidden_size, self.out_dim, bias=False)
+            nn.init.zeros_(skip.weight)
+            self.embedding_skip = nn.Sequential(nn.LayerNorm(self.hidden_size), skip)
         self.lm: nn.Module | None = None
         if not lazy:
             self.materialize()
@@ -189,8 +199,9 @@ class LLMTextEncoder(nn.Module):
         return [p for p in (self.lm.parameters() if self.lm is not None else []) if p.requires_grad]
 
     def projection_parameters(self) -> list[nn.Parameter]:
-        """The projection and the connector: trained at the UNet's learning rate."""
-        return list(self.proj.parameters()) + (list(self.connector.parameters()) if self.connector is not None else [])
+        """The projection, the connector and the embedding skip: trained at the UNet's learning rate."""
+        extra = [m for m in (self.connector, self.embedding_skip) if m is not None]
+        return list(self.proj.parameters()) + [p for m in extra for p in m.parameters()]
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -209,6 +220,9 @@ class LLMTextEncoder(nn.Module):
         hidden = out.hidden_states[self.hidden_layer] if want_all else out.last_hidden_state  # (B, T, H)
         if isinstance(self.proj, nn.Linear):
             hidden = self.proj(hidden.to(self.proj.weight.dtype))  # (B, T, out_dim)
+        if self.embedding_skip is not None:
+            tokens = backbone.embed_tokens(input_ids)  # (B, T, H): identity only, no context (LoRA included)
+            hidden = hidden.float() + self.embedding_skip(tokens.float())  # (B, T, out_dim)
         if self.connector is not None:
             hidden, attention_mask = self.connector(hidden.float(), attention_mask)  # (B, T, out_dim), (B, T)
         if not self.mask_padding:
@@ -232,6 +246,7 @@ class LLMTextEncoder(nn.Module):
             "out_dim": self.out_dim,
             "lora": None if self.lora is None else vars(self.lora),
             "connector": None if self.connector is None else self.connector.settings(),
+            "embedding_skip": self.embedding_skip is not None,
         }
 
 
