@@ -11,7 +11,11 @@ scores both with the judge:
     absent colours and shapes, empty cells, the count) interleaved, ~paragraph length: what the length and
     the distractors alone cost;
   * ``scene_list_mood_padded`` — the same, but padded with the neutral sentences only (moods, light, style: no
-    colour, shape, size or cell values), ~paragraph length: what the length alone costs.
+    colour, shape, size or cell values), ~paragraph length: what the length alone costs;
+  * ``scene_list_suffix_padded`` / ``scene_list_prefix_padded`` — the scene list followed / preceded by those neutral
+    sentences. After the scene list, the padding leaves its tokens' states exactly as they were (a causal LM) and
+    only adds tokens for the UNet's cross-attention to sift; before it, the padding also changes every state the
+    UNet reads. With ``--read_run`` (no training) they measure which of the two costs a trained model its reading.
 
 Same scenes, images, seeds, steps and starting weights; only the words differ. If the scene-list arm places objects
 and the paragraph arm does not, the UNet can draw what it is told within this budget and the limit is reading the
@@ -25,6 +29,12 @@ On a GPU, train for a wall-clock budget and score along the way (a row every ``-
 
     python scripts/oracle_text_probe.py --arms scene_list --accelerator gpu --max_time 00:00:06:00 --eval_every 1000 \\
         --steps 100000 --train_lm --lm <stage-0 dir> --init_from <stage-1 ckpt>     # scripts/gpu_oracle.sh runs both
+
+Does a model that reads one kind of text read another? ``--read_run`` evaluates a trained probe run's text use with
+the scenes described by each of ``--arms`` (no training; rows in ``<--out>/read.jsonl``):
+
+    python scripts/oracle_text_probe.py --read_run runs/oracle/scene_list/stage2/run --out runs/oracle \
+        --arms scene_list scene_list_suffix_padded scene_list_prefix_padded scene_list_mood_padded paragraph
 
 Each arm appends one JSON line to ``<--out>/results.jsonl`` (and, with ``--eval_every``, one per evaluation to
 ``<--out>/curve.jsonl``): judge scores on ``--n`` `test` scenes sampled from that
@@ -46,7 +56,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from paradiffusion.cli import ParaDiffusionCLI
+from paradiffusion.cli import ParaDiffusionCLI, load_module
 from paradiffusion.data import Stage2AlignmentData
 from paradiffusion.evaluate import evaluate_split, text_dependence
 from paradiffusion.parashapes import generate_split
@@ -104,12 +114,29 @@ def scene_list_padded(spec: dict[str, Any], neutral: bool = False) -> str:
 
 
 def scene_list_mood_padded(spec: dict[str, Any]) -> str:
-    return scene_list_padded(spec, neutral=True)  # a named function: checkpoints pickle the data's hparams
+    return scene_list_padded(spec, neutral=True)
+
+
+def _neutral_block(spec: dict[str, Any]) -> str:
+    rng = _scene_rng(spec)
+    return " ".join(NEUTRAL[int(i)] for i in rng.permutation(len(NEUTRAL))[: int(rng.integers(6, 12))])
+
+
+def scene_list_suffix_padded(spec: dict[str, Any]) -> str:
+    """The scene list, then ~85 words of neutral sentences. For a causal LM the scene list's states are exactly
+    those of the bare scene list: what the extra tokens cost the UNet's cross-attention alone."""
+    return scene_list(spec) + " " + _neutral_block(spec)
+
+
+def scene_list_prefix_padded(spec: dict[str, Any]) -> str:
+    """The same sentences, padding first: the scene list's states now carry ~85 words of preceding context."""
+    return _neutral_block(spec) + " " + scene_list(spec)
 
 
 DESCRIBE = {"paragraph": None, "scene_list": scene_list, "scene_list_synonyms": scene_list_synonyms,
             "scene_list_padded": scene_list_padded,
-            "scene_list_mood_padded": scene_list_mood_padded}
+            "scene_list_mood_padded": scene_list_mood_padded, "scene_list_suffix_padded": scene_list_suffix_padded,
+            "scene_list_prefix_padded": scene_list_prefix_padded}
 
 
 class _Described(IterableDataset):
@@ -181,6 +208,19 @@ class EvalEvery(L.Callback):
             f.write(json.dumps(row) + "\n")
 
 
+def read_run(run: Path, arms: list[str], path: Path) -> None:
+    """Text use (64 `val` scenes, EMA weights) of a trained probe run, with the scenes described by each arm."""
+    model = load_module(str(run / "config.yaml"), str(run / "checkpoints" / "last.ckpt")).eval()
+    model.load_ema_weights()
+    for arm in arms:
+        with torch.no_grad():
+            td = text_dependence(model, split="val", n=64, describe=DESCRIBE[arm])
+        row = {"run": str(run), "read_as": arm, "text_use": round(td["shuffled_over_true"], 4)}
+        print(json.dumps(row), flush=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", nargs="+", default=["scene_list", "paragraph"], choices=sorted(DESCRIBE))
@@ -193,8 +233,13 @@ def main() -> None:
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--max_time", default=None, help="wall-clock training budget DD:HH:MM:SS (then --steps is a cap)")
     p.add_argument("--eval_every", type=int, default=0, help="also evaluate every N steps (rows in curve.jsonl)")
+    p.add_argument("--read_run", type=Path, default=None,
+                   help="no training: text use of this probe run's model (<out>/<arm>/stage2/run) in each of --arms' "
+                        "words, one row each to <--out>/read.jsonl (does reading learnt on one text carry over?)")
     a, extra = p.parse_known_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.read_run is not None:
+        return read_run(a.read_run, a.arms, a.out / "read.jsonl")
     for arm in a.arms:
         describe = DESCRIBE[arm]
         t0 = time.time()

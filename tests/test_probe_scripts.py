@@ -68,6 +68,23 @@ def test_padded_scene_lists_keep_the_scene_list_in_order_at_paragraph_length(pro
     assert 70 <= sum(lengths) / len(lengths) <= 140
 
 
+def test_suffix_and_prefix_padding_keep_the_scene_list_whole(probe, scenes):
+    for spec in scenes[:20]:
+        bare = probe.scene_list(spec)
+        suffix, prefix = probe.scene_list_suffix_padded(spec), probe.scene_list_prefix_padded(spec)
+        assert suffix.startswith(bare + " ") and prefix.endswith(" " + bare)
+        pad = suffix[len(bare) + 1:]
+        assert pad == prefix[: -len(bare) - 1]  # the same sentences on either side
+        assert 40 <= len(pad.split()) and all(s.strip() + "." in probe.NEUTRAL for s in pad.split(".") if s.strip())
+
+
+def test_probe_data_takes_an_arm_name_not_a_function(probe):
+    # Lightning saves DataModule arguments into checkpoints: a function there breaks torch.load(weights_only=True).
+    with pytest.raises(ValueError, match="unknown arm 'nope'"):
+        probe.DescribedAlignmentData(arm="nope")
+    assert probe.DescribedAlignmentData(arm="scene_list").describe is probe.scene_list
+
+
 def test_neutral_padding_names_no_attribute_value(probe, scenes):
     words = {w.lower() for table in (TRAIN.colors, TRAIN.shapes, TRAIN.sizes, TRAIN.backgrounds)
              for wordings in table.values() for w in wordings}
