@@ -140,3 +140,27 @@ def test_evaluate_split_samples_the_described_texts(probe):
     scores = evaluate_split(pipeline, "test", n=12, seed=0, describe=probe.scene_list)
     assert seen == list(by_text)
     assert scores["object_exact"] > 0.9 and scores["chance/object_exact"] < 0.5
+
+
+def test_lm_summary_corpus_and_scoring(tmp_path):
+    tool = _load("lm_summary_probe")
+    n = tool.corpus(tmp_path / "corpus.txt", n_per_split=5)
+    docs = (tmp_path / "corpus.txt").read_text().splitlines()
+    assert n == len(docs) == 15
+    summarised = [d for d in docs if tool.CUE in d]
+    assert len(summarised) == 10  # stage-2/3 paragraphs get the scene list; stage-1 captions stay as they are
+    for doc, spec in zip(summarised, [*generate_split("stage2", 5, seed=0), *generate_split("stage3", 5, seed=0)]):
+        assert doc.endswith(tool.CUE + tool.scene_list(spec.to_dict()))
+    # scoring runs end to end on a (random) Hugging Face model directory and returns shares in [0, 1]
+    from transformers import LlamaForCausalLM
+
+    from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
+
+    lm_dir = tmp_path / "lm"
+    tok_dir = build_tiny_tokenizer(lm_dir)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config()).save_pretrained(lm_dir)
+    assert tok_dir == lm_dir or (lm_dir / "tokenizer.json").is_file()
+    row = tool.evaluate(str(lm_dir), "val", 2)
+    assert row["n"] == 2 and all(0 <= row[k] <= 1 for k in ("summary_exact", "background", "objects_named"))
+    assert row["summary_exact"] == 0  # a random LM does not summarise
