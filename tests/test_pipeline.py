@@ -63,12 +63,17 @@ def test_released_layout_round_trip(pipe, tmp_path):
     assert not (tmp_path / "sdxl-vae-fp16-fix").exists()  # pixel space: no VAE
     assert (tmp_path / "text_encoder_connector.safetensors").is_file() == (pipe.text_encoder.connector is not None)
     assert (tmp_path / "text_encoder_embedding_skip.safetensors").is_file() == (pipe.text_encoder.embedding_skip is not None)
+    assert {f.name for f in tmp_path.glob("text_encoder_*.safetensors")} == \
+        {f"text_encoder_{name}.safetensors" for name in pipe.text_encoder.heads()}
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["unet"] == "unet"
     loaded = ParaDiffusionPipeline.from_pretrained(tmp_path)
     a = pipe(PARAS, num_inference_steps=4, guidance_scale=2.0, seed=3)
     b = loaded(PARAS, num_inference_steps=4, guidance_scale=2.0, seed=3)
     assert torch.equal(a, b)
+    (tmp_path / "text_encoder_projection.safetensors").unlink()  # a broken export is named, not run with random weights
+    with pytest.raises(FileNotFoundError, match="needs a projection but text_encoder_projection.safetensors is missing"):
+        ParaDiffusionPipeline.from_pretrained(tmp_path)
 
 
 @pytest.mark.slow  # dequantising the ~100 MB GGUF takes ~45 s on 2 busy cores

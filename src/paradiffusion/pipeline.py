@@ -166,15 +166,9 @@ class ParaDiffusionPipeline:
         settings = te.settings()
         settings["has_lora"] = has_lora
         (out / "text_encoder_config.json").write_text(json.dumps(settings, indent=2))
-        if isinstance(te.proj, torch.nn.Linear):
-            save_file({k: v.detach().contiguous() for k, v in te.proj.state_dict().items()},
-                      str(out / "text_encoder_projection.safetensors"))
-        if te.connector is not None:
-            save_file({k: v.detach().contiguous() for k, v in te.connector.state_dict().items()},
-                      str(out / "text_encoder_connector.safetensors"))
-        if te.embedding_skip is not None:
-            save_file({k: v.detach().contiguous() for k, v in te.embedding_skip.state_dict().items()},
-                      str(out / "text_encoder_embedding_skip.safetensors"))
+        for name, head in te.heads().items():  # projection / connector / embedding skip, where present
+            save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()},
+                      str(out / f"text_encoder_{name}.safetensors"))
         self.unet.save_pretrained(out / layout["unet"], safe_serialization=True)
         if self.vae is not None:
             self.vae.save_pretrained(out / layout["vae"], safe_serialization=True)
@@ -220,19 +214,11 @@ class ParaDiffusionPipeline:
         lora_dir = root / layout["text_encoder_lora"]
         if lora_dir.is_dir():
             text_encoder.load_lora(str(lora_dir))
-        proj_file = root / "text_encoder_projection.safetensors"
-        if proj_file.is_file():
-            text_encoder.proj.load_state_dict(load_file(str(proj_file)))
-        connector_file = root / "text_encoder_connector.safetensors"
-        if text_encoder.connector is not None:
-            if not connector_file.is_file():
-                raise FileNotFoundError(f"{root}: text_encoder_config.json names a connector but {connector_file.name} is missing")
-            text_encoder.connector.load_state_dict(load_file(str(connector_file)))
-        if text_encoder.embedding_skip is not None:
-            skip_file = root / "text_encoder_embedding_skip.safetensors"
-            if not skip_file.is_file():
-                raise FileNotFoundError(f"{root}: text_encoder_config.json sets embedding_skip but {skip_file.name} is missing")
-            text_encoder.embedding_skip.load_state_dict(load_file(str(skip_file)))
+        for name, head in text_encoder.heads().items():  # what text_encoder_config.json asks for must be there
+            head_file = root / f"text_encoder_{name}.safetensors"
+            if not head_file.is_file():
+                raise FileNotFoundError(f"{root}: text_encoder_config.json needs a {name} but {head_file.name} is missing")
+            head.load_state_dict(load_file(str(head_file)))
         text_encoder.requires_grad_(False).eval()
         unet = load_unet(str(root / layout["unet"]), dtype=dtype).eval()
         vae_dir = root / layout.get("vae", DEFAULT_LAYOUT["vae"])

@@ -198,10 +198,16 @@ class LLMTextEncoder(nn.Module):
         """Trainable LLM parameters (LoRA, or the whole LLM when trained fully)."""
         return [p for p in (self.lm.parameters() if self.lm is not None else []) if p.requires_grad]
 
+    def heads(self) -> dict[str, nn.Module]:
+        """The trainable layers between the LLM and the UNet that this encoder has, by export name: `projection`,
+        `connector`, `embedding_skip` (each saved as `text_encoder_<name>.safetensors` by the pipeline)."""
+        parts = {"projection": self.proj if isinstance(self.proj, nn.Linear) else None,
+                 "connector": self.connector, "embedding_skip": self.embedding_skip}
+        return {name: m for name, m in parts.items() if m is not None}
+
     def projection_parameters(self) -> list[nn.Parameter]:
         """The projection, the connector and the embedding skip: trained at the UNet's learning rate."""
-        extra = [m for m in (self.connector, self.embedding_skip) if m is not None]
-        return list(self.proj.parameters()) + [p for m in extra for p in m.parameters()]
+        return [p for m in self.heads().values() for p in m.parameters()]
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
