@@ -101,10 +101,15 @@ def _names_an_attribute(sentence: str) -> bool:
 NEUTRAL = tuple(m for m in PARAGRAPH.moods if not _names_an_attribute(m))
 
 
+def _neutral_sentences(rng: np.random.Generator) -> list[str]:
+    """All neutral sentences in a scene-seeded order (callers take the first 6-11)."""
+    return [NEUTRAL[int(i)] for i in rng.permutation(len(NEUTRAL))]
+
+
 def scene_list_padded(spec: dict[str, Any], neutral: bool = False) -> str:
     rng = _scene_rng(spec)
     if neutral:
-        fillers = [NEUTRAL[int(i)] for i in rng.permutation(len(NEUTRAL))]
+        fillers = _neutral_sentences(rng)
     else:
         fillers = _static_fillers(PARAGRAPH, [ObjectSpec.from_dict(o) for o in spec["objects"]], rng)
     parts = scene_list(spec)[:-1].split(". ")
@@ -119,7 +124,7 @@ def scene_list_mood_padded(spec: dict[str, Any]) -> str:
 
 def _neutral_block(spec: dict[str, Any]) -> str:
     rng = _scene_rng(spec)
-    return " ".join(NEUTRAL[int(i)] for i in rng.permutation(len(NEUTRAL))[: int(rng.integers(6, 12))])
+    return " ".join(_neutral_sentences(rng)[: int(rng.integers(6, 12))])  # the mood-padded arm's sentences
 
 
 def scene_list_suffix_padded(spec: dict[str, Any]) -> str:
@@ -168,6 +173,13 @@ class DescribedAlignmentData(Stage2AlignmentData):
         return stream if self.describe is None else _Described(stream, self.describe)
 
 
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Print one result row and append it to a JSONL file."""
+    print(json.dumps(row), flush=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def evaluate_arm(model, describe, n: int) -> dict[str, Any]:
     """Judge scores (+ chance) on ``n`` `test` scenes in the arm's words and text use on 64 `val` scenes, with
     whatever weights ``model`` holds (the caller loads the EMA ones)."""
@@ -203,9 +215,7 @@ class EvalEvery(L.Callback):
             pl_module._swap_ema_out()
             for m, training in modes.items():
                 m.training = training
-        print(json.dumps(row), flush=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(self.path, row)
 
 
 def read_run(run: Path, arms: list[str], path: Path) -> None:
@@ -216,9 +226,7 @@ def read_run(run: Path, arms: list[str], path: Path) -> None:
         with torch.no_grad():
             td = text_dependence(model, split="val", n=64, describe=DESCRIBE[arm])
         row = {"run": str(run), "read_as": arm, "text_use": round(td["shuffled_over_true"], 4)}
-        print(json.dumps(row), flush=True)
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(path, row)
 
 
 def main() -> None:
@@ -268,9 +276,7 @@ def main() -> None:
         row = {"arm": arm, "steps": cli.trainer.global_step, "init_from": a.init_from, "train_lm": a.train_lm,
                "extra": extra, "fit_min": round(fit_min, 2), "device": device, **evaluate_arm(model, describe, a.n),
                "example_text": describe(example.to_dict()) if describe else example.paragraph}
-        print(json.dumps(row), flush=True)
-        with open(a.out / "results.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(a.out / "results.jsonl", row)
 
 
 if __name__ == "__main__":
