@@ -8,7 +8,7 @@
 #   LM=runs/full4/stage0/hf INIT=runs/full4/stage1/run/checkpoints/last.ckpt MAX_TIME=00:00:06:00 bash scripts/gpu_oracle.sh
 #   PROBES=$'full_ft paragraph runs/lm/hf runs/init.ckpt --config experiments/tiny/lm_full_finetune.yaml\n...' ...
 #       one probe per line: name, arm (paragraph|scene_list), LM directory, init checkpoint, extra CLI arguments
-#   WHEELHOUSE=dir ...   air-gapped node with its own CUDA torch (as in scripts/gpu_check.sh)
+#   WHEELHOUSE=dir ...   air-gapped node with its own CUDA torch (as in scripts/gpu_check.sh); ACCELERATOR=cpu: a dry run
 # Writes to RESULTS (default runs/gpu_oracle): <name>.curve.jsonl, <name>.result.jsonl; logs to LOGS (default RESULTS).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ while read -r name arm lm init extra; do
   names+=("$name")
   # shellcheck disable=SC2086
   timeout "$LIMIT" $PY scripts/oracle_text_probe.py --arms "$arm" --train_lm --lm "$lm" --init_from "$init" \
-    --accelerator gpu --steps 1000000 --max_time "$MAX_TIME" --eval_every "$EVAL_EVERY" --n "${EVAL_N:-48}" \
+    --accelerator "${ACCELERATOR:-gpu}" --steps 1000000 --max_time "$MAX_TIME" --eval_every "$EVAL_EVERY" --n "${EVAL_N:-48}" \
     --out "$WORK/$name" --data.init_args.num_workers="$NUM_WORKERS" $extra >"$LOGS/$name.log" 2>&1 &
 done <<<"$PROBES"
 wait

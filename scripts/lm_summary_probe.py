@@ -45,16 +45,16 @@ def items(text: str) -> list[str]:
     return [x.strip() for x in text.split(".") if x.strip()]
 
 
-def evaluate(lm_dir: str, split: str, n: int) -> dict:
+def evaluate(lm_dir: str, split: str, n: int, device: str = "cpu") -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(lm_dir)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir).eval()
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir).eval().to(device)
     exact = background = objects = named = 0
     example = None
     for spec in generate_split(split, n, seed=0):
         truth = items(scene_list(spec.to_dict()))
-        ids = tok(spec.paragraph + CUE.rstrip(), return_tensors="pt")["input_ids"]
+        ids = tok(spec.paragraph + CUE.rstrip(), return_tensors="pt")["input_ids"].to(device)
         with torch.no_grad():
             out = lm.generate(ids, max_new_tokens=80, do_sample=False, pad_token_id=tok.pad_token_id or 0)
         said = items(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split(CUE.strip())[0])[: len(truth)]
@@ -77,11 +77,12 @@ def main() -> None:
     e.add_argument("lm", help="a stage-0 model directory")
     e.add_argument("--split", default="val")
     e.add_argument("--n", type=int, default=40)
+    e.add_argument("--device", default="cpu", help="e.g. cuda")
     a = p.parse_args()
     if a.cmd == "corpus":
         print(f"{corpus(a.out, a.n_per_split)} documents -> {a.out}")
     else:
-        print(json.dumps(evaluate(a.lm, a.split, a.n)))
+        print(json.dumps(evaluate(a.lm, a.split, a.n, a.device)))
 
 
 if __name__ == "__main__":

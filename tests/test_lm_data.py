@@ -35,6 +35,34 @@ def test_blocks_and_loaders(dm):
     assert 1.0 < dm.unigram_ppl < len(dm.tokenizer)
 
 
+def test_document_packing_keeps_documents_whole(tmp_path):
+    # A summary is learnable only next to its paragraph: with packing="document" no document straddles blocks,
+    # every block starts with <s>, and padding is ignored by the loss (and by the unigram baseline).
+    docs = [f"doc {i} " + "word " * (3 + i % 17) + "end" for i in range(60)] + ["long " * 200]
+    f = tmp_path / "docs.txt"
+    f.write_text("\n".join(docs) + "\n")
+    dm = LMTextDataModule(splits=[], text_files=[str(f)], seq_len=48, batch_size=4, bpe_vocab_size=300,
+                          packing="document")
+    with pytest.warns(UserWarning, match=r"1 of \d+ train documents are longer than seq_len=48"):
+        dm.setup("fit")
+    bos, eos, pad = SPECIAL_IDS["bos_token_id"], SPECIAL_IDS["eos_token_id"], SPECIAL_IDS["pad_token_id"]
+    ids, labels = dm.train_set.blocks, dm.train_set.labels
+    assert ids.shape[1] == 48 and bool((ids[:, 0] == bos).all())
+    assert torch.equal(labels == -100, ids == pad) and bool((labels != -100).any(dim=1).all())
+    # Whole documents: as many <s> as </s> in every block, except the one cut document (which loses its </s>).
+    n_bos, n_eos = (ids == bos).sum(dim=1), (ids == eos).sum(dim=1)
+    assert int((n_bos != n_eos).sum()) <= 1 and int(n_bos.sum()) == dm.stats["train_docs"]
+    decoded = [dm.tokenizer.decode(b[b != pad], skip_special_tokens=False) for b in ids]
+    train_docs = dm.documents()[0]
+    short = [d for d in train_docs if not d.startswith("long")]
+    assert sum(text.count("end") for text in decoded) == len(short)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["labels"].shape == (4, 48) and int((batch["labels"] == -100).sum()) > 0
+    assert 1.0 < dm.unigram_ppl < len(dm.tokenizer)
+    with pytest.raises(ValueError, match="data.packing='blocks'"):
+        LMTextDataModule(packing="blocks")
+
+
 def test_train_val_split_by_document(dm):
     # Split whole documents (val text is unseen text), deterministic for a seed.
     train, val = dm.documents()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
@@ -16,16 +17,18 @@ from paradiffusion.lm.tokenizer import load_tokenizer, train_bpe_tokenizer
 
 
 class PackedBlocks(Dataset):
-    """Fixed-length token blocks; labels equal inputs (the HF causal-LM loss shifts them itself)."""
+    """Fixed-length token blocks; labels equal inputs (the HF causal-LM loss shifts them itself), except where
+    `labels` is given: -100 marks padding the loss ignores (document packing)."""
 
-    def __init__(self, blocks: torch.Tensor):
+    def __init__(self, blocks: torch.Tensor, labels: torch.Tensor | None = None):
         self.blocks = blocks  # (N, seq_len) long
+        self.labels = blocks if labels is None else labels  # (N, seq_len) long, -100 = ignored
 
     def __len__(self) -> int:
         return self.blocks.shape[0]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
+        return {"input_ids": self.blocks[i], "labels": self.labels[i]}
 
 
 class LMTextDataModule(L.LightningDataModule):
@@ -42,6 +45,11 @@ class LMTextDataModule(L.LightningDataModule):
         bpe_vocab_size, bpe_min_frequency: BPE training settings (ignored when the tokenizer is loaded). The
             trainer stops below bpe_vocab_size when no pair is frequent enough; the model takes the real size.
         seq_len: tokens per packed training block.
+        packing: "stream" concatenates all documents and cuts blocks wherever seq_len falls (no padding; a
+            document may start in one block and end in the next). "document" puts whole documents into blocks
+            (first come, as many as fit) and pads the rest, so every token sees its document from the start;
+            needed when the end of a document depends on its beginning (e.g. a paragraph followed by its summary,
+            `scripts/lm_summary_probe.py`). A document longer than seq_len is cut to seq_len, and counted.
         val_fraction: share of documents (not blocks) held out for validation, so val text is unseen text.
         model_max_length: the tokenizer's `model_max_length` (what the text encoder truncates to by default).
     """
@@ -61,6 +69,7 @@ class LMTextDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         model_max_length: int = 512,
+        packing: str = "stream",
     ):
         super().__init__()
         check_splits(splits)  # fail at config time, not after minutes of generation
@@ -68,6 +77,8 @@ class LMTextDataModule(L.LightningDataModule):
             raise ValueError("data: no text source (both splits and text_files are empty)")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction}: expected 0 < val_fraction < 1")
+        if packing not in ("stream", "document"):
+            raise ValueError(f"data.packing={packing!r}: expected 'stream' or 'document'")
         self.save_hyperparameters()
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.train_set: PackedBlocks | None = None
@@ -115,31 +126,53 @@ class LMTextDataModule(L.LightningDataModule):
             return  # fit then validate/test: keep what is built
         self.tokenizer = self.build_tokenizer()
         train_docs, val_docs = self.documents()
-        train_ids, val_ids = self._pack_stream(train_docs), self._pack_stream(val_docs)
-        seq_len = self.hparams.seq_len
-        for name, ids in (("train", train_ids), ("val", val_ids)):
-            if ids.numel() < seq_len:
-                raise ValueError(
-                    f"data: the {name} text has {ids.numel()} tokens, fewer than one block of seq_len={seq_len}; "
-                    f"add text (n_per_split, text_files) or lower seq_len / raise val_fraction"
-                )
-        # Drop the tail that does not fill a block (< seq_len tokens per split).
-        self.train_set = PackedBlocks(train_ids[: len(train_ids) // seq_len * seq_len].view(-1, seq_len))
-        self.val_set = PackedBlocks(val_ids[: len(val_ids) // seq_len * seq_len].view(-1, seq_len))
-        self.unigram_ppl = unigram_perplexity(self.train_set.blocks, self.val_set.blocks, len(self.tokenizer))
+        pack = self._pack_stream if self.hparams.packing == "stream" else self._pack_documents
+        self.train_set, self.val_set = pack(train_docs, "train"), pack(val_docs, "val")
+        self.unigram_ppl = unigram_perplexity(self.train_set.labels, self.val_set.labels, len(self.tokenizer))
         self.stats = {
             "train_docs": len(train_docs), "val_docs": len(val_docs),
-            "train_tokens": self.train_set.blocks.numel(), "val_tokens": self.val_set.blocks.numel(),
+            "train_tokens": int((self.train_set.labels != -100).sum()), "val_tokens": int((self.val_set.labels != -100).sum()),
             "train_blocks": len(self.train_set), "val_blocks": len(self.val_set), "vocab_size": len(self.tokenizer),
         }  # fmt: skip
 
-    def _pack_stream(self, docs: list[str]) -> torch.Tensor:
-        """`<s> doc </s>` for every document, concatenated: (n_tokens,) long."""
+    def _doc_ids(self, docs: list[str]) -> list[list[int]]:
+        """`<s> doc </s>` token ids per document."""
         assert self.tokenizer is not None
         # add_special_tokens=True prepends BOS (Llama-style); EOS is appended so the LM learns where text ends.
         ids = self.tokenizer(docs, add_special_tokens=True)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        return torch.tensor([t for doc in ids for t in (*doc, eos)], dtype=torch.long)
+        return [[*doc, self.tokenizer.eos_token_id] for doc in ids]
+
+    def _pack_stream(self, docs: list[str], name: str) -> PackedBlocks:
+        """All documents concatenated and cut into (N, seq_len) blocks; the tail short of a block is dropped."""
+        seq_len = self.hparams.seq_len
+        ids = torch.tensor([t for doc in self._doc_ids(docs) for t in doc], dtype=torch.long)  # (n_tokens,)
+        if ids.numel() < seq_len:
+            raise ValueError(
+                f"data: the {name} text has {ids.numel()} tokens, fewer than one block of seq_len={seq_len}; "
+                f"add text (n_per_split, text_files) or lower seq_len / raise val_fraction"
+            )
+        return PackedBlocks(ids[: len(ids) // seq_len * seq_len].view(-1, seq_len))
+
+    def _pack_documents(self, docs: list[str], name: str) -> PackedBlocks:
+        """Whole documents per block, in order, padded: (N, seq_len) ids and labels (-100 on padding)."""
+        seq_len, pad = self.hparams.seq_len, self.tokenizer.pad_token_id
+        blocks: list[list[int]] = [[]]
+        cut = 0
+        for doc in self._doc_ids(docs):
+            if len(doc) > seq_len:
+                doc, cut = doc[:seq_len], cut + 1
+            if len(blocks[-1]) + len(doc) > seq_len:
+                blocks.append([])
+            blocks[-1].extend(doc)
+        if cut:
+            # Skipping would bias the corpus towards short documents; cutting keeps each one's beginning.
+            rank_zero_warn(f"data: {cut} of {len(docs)} {name} documents are longer than seq_len={seq_len} tokens "
+                           f"and were cut to it; raise seq_len to keep them whole")
+        ids = torch.full((len(blocks), seq_len), pad, dtype=torch.long)
+        labels = torch.full((len(blocks), seq_len), -100, dtype=torch.long)
+        for i, block in enumerate(blocks):
+            ids[i, : len(block)] = labels[i, : len(block)] = torch.tensor(block)
+        return PackedBlocks(ids, labels)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
@@ -156,10 +189,13 @@ class LMTextDataModule(L.LightningDataModule):
 def unigram_perplexity(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> float:
     """Perplexity on the val targets of the add-one-smoothed train unigram distribution.
 
-    The baseline a causal LM must beat clearly to have learnt anything beyond token frequencies. Targets are
-    positions 1.. of each block, the tokens the LM's loss scores.
+    The baseline a causal LM must beat clearly to have learnt anything beyond token frequencies. `train`/`val`
+    are label blocks (N, T) with -100 on padding; targets are positions 1.. of each block, the tokens the LM's
+    loss scores.
     """
-    counts = torch.bincount(train.flatten(), minlength=vocab_size).double() + 1.0
+    train = train[train != -100]
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
     logp = counts.log() - counts.sum().log()
-    return math.exp(-logp[val[:, 1:].flatten()].mean().item())
+    targets = val[:, 1:].flatten()
+    return math.exp(-logp[targets[targets != -100]].mean().item())
 

@@ -59,7 +59,7 @@ class CausalLMPretrain(L.LightningModule):
         self.save_hyperparameters()
         self.model: LlamaForCausalLM | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.val_loss = MeanMetric()  # token-weighted mean over the whole val set (blocks are equal length)
+        self.val_loss = MeanMetric()  # token-weighted mean over the whole val set
 
     # --- model ------------------------------------------------------------------------------------------
     def llama_config(self) -> LlamaConfig:
@@ -122,7 +122,8 @@ class CausalLMPretrain(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-        self.val_loss.update(loss, weight=batch["input_ids"].shape[0])
+        # Weighted by scored targets (labels shifted by one; -100 = padding), so the epoch mean is per token.
+        self.val_loss.update(loss, weight=(batch["labels"][:, 1:] != -100).sum())
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()  # synced over ranks
