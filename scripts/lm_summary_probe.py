@@ -45,19 +45,32 @@ def items(text: str) -> list[str]:
     return [x.strip() for x in text.split(".") if x.strip()]
 
 
-def evaluate(lm_dir: str, split: str, n: int, device: str = "cpu") -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class Summariser:
+    """Greedy " In short: " continuations of paragraphs by a stage-0 LM trained on the summary corpus."""
 
-    tok = AutoTokenizer.from_pretrained(lm_dir)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir).eval().to(device)
+    def __init__(self, lm_dir: str, device: str = "cpu", max_new_tokens: int = 80) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(lm_dir)
+        self.lm = AutoModelForCausalLM.from_pretrained(lm_dir).eval().to(device)
+        self.device, self.max_new_tokens = device, max_new_tokens
+
+    def __call__(self, paragraph: str) -> str:
+        """The summary as the LM writes it, up to its end of text or a second cue (e.g. "gray background. ...")."""
+        ids = self.tok(paragraph + CUE.rstrip(), return_tensors="pt")["input_ids"].to(self.device)
+        with torch.no_grad():
+            out = self.lm.generate(ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                   pad_token_id=self.tok.pad_token_id or 0)
+        return self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split(CUE.strip())[0].strip()
+
+
+def evaluate(lm_dir: str, split: str, n: int, device: str = "cpu") -> dict:
+    summarise = Summariser(lm_dir, device)
     exact = background = objects = named = 0
     example = None
     for spec in generate_split(split, n, seed=0):
         truth = items(scene_list(spec.to_dict()))
-        ids = tok(spec.paragraph + CUE.rstrip(), return_tensors="pt")["input_ids"].to(device)
-        with torch.no_grad():
-            out = lm.generate(ids, max_new_tokens=80, do_sample=False, pad_token_id=tok.pad_token_id or 0)
-        said = items(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split(CUE.strip())[0])[: len(truth)]
+        said = items(summarise(spec.paragraph))[: len(truth)]
         exact += said == truth
         background += bool(said) and said[0] == truth[0]
         objects += len(truth) - 1

@@ -144,6 +144,26 @@ DESCRIBE = {"paragraph": None, "scene_list": scene_list, "scene_list_synonyms": 
             "scene_list_prefix_padded": scene_list_prefix_padded}
 
 
+class LMSummary:
+    """The ``lm_summary`` arm (``--summary_lm DIR``): a scene's text is what a summary-trained stage-0 LM writes
+    after its paragraph and " In short: " (`scripts/lm_summary_probe.py`), cached per paragraph. With ``--read_run``
+    on the scene-list run: how much of the oracle's legibility an LM-written scene list keeps. One greedy
+    generation per new paragraph, so training on it (a fresh scene per sample) is slow on a CPU."""
+
+    def __init__(self, lm_dir: str) -> None:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when loaded by file path
+        from lm_summary_probe import Summariser
+
+        self.summarise, self.cache = Summariser(lm_dir), {}
+
+    def __call__(self, spec: dict[str, Any]) -> str:
+        if spec["paragraph"] not in self.cache:
+            self.cache[spec["paragraph"]] = self.summarise(spec["paragraph"])
+        return self.cache[spec["paragraph"]]
+
+
 class _Described(IterableDataset):
     """A ParaShapes stream with each item's text replaced by ``describe(spec)``."""
 
@@ -218,20 +238,26 @@ class EvalEvery(L.Callback):
         append_row(self.path, row)
 
 
-def read_run(run: Path, arms: list[str], path: Path) -> None:
-    """Text use (64 `val` scenes, EMA weights) of a trained probe run, with the scenes described by each arm."""
+def read_run(run: Path, arms: list[str], path: Path, n: int = 0) -> None:
+    """Text use (64 `val` scenes, EMA weights) of a trained probe run, with the scenes described by each arm; with
+    ``n`` > 0 also the judge's scores (+ chance) on ``n`` `test` scenes sampled from that arm's words."""
     model = load_module(str(run / "config.yaml"), str(run / "checkpoints" / "last.ckpt")).eval()
     model.load_ema_weights()
     for arm in arms:
-        with torch.no_grad():
-            td = text_dependence(model, split="val", n=64, describe=DESCRIBE[arm])
-        row = {"run": str(run), "read_as": arm, "text_use": round(td["shuffled_over_true"], 4)}
+        if n:
+            row = {"run": str(run), "read_as": arm, **evaluate_arm(model, DESCRIBE[arm], n)}
+        else:
+            with torch.no_grad():
+                td = text_dependence(model, split="val", n=64, describe=DESCRIBE[arm])
+            row = {"run": str(run), "read_as": arm, "text_use": round(td["shuffled_over_true"], 4)}
         append_row(path, row)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arms", nargs="+", default=["scene_list", "paragraph"], choices=sorted(DESCRIBE))
+    p.add_argument("--arms", nargs="+", default=["scene_list", "paragraph"], choices=sorted([*DESCRIBE, "lm_summary"]))
+    p.add_argument("--summary_lm", default=None,
+                   help="a summary-trained stage-0 LM directory: enables the `lm_summary` arm (its summaries as text)")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lm", default="runs/demo/stage0/hf", help="the stage-0 LM directory")
     p.add_argument("--init_from", default=None, help="starting weights (e.g. a stage-1 last.ckpt); default: scratch")
@@ -244,10 +270,16 @@ def main() -> None:
     p.add_argument("--read_run", type=Path, default=None,
                    help="no training: text use of this probe run's model (<out>/<arm>/stage2/run) in each of --arms' "
                         "words, one row each to <--out>/read.jsonl (does reading learnt on one text carry over?)")
+    p.add_argument("--read_n", type=int, default=0,
+                   help="with --read_run: also sample and score this many `test` scenes per arm (default: text use only)")
     a, extra = p.parse_known_args()
+    if "lm_summary" in a.arms:
+        if a.summary_lm is None:
+            p.error("the lm_summary arm needs --summary_lm DIR (a stage-0 LM trained on the summary corpus)")
+        DESCRIBE["lm_summary"] = LMSummary(a.summary_lm)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.read_run is not None:
-        return read_run(a.read_run, a.arms, a.out / "read.jsonl")
+        return read_run(a.read_run, a.arms, a.out / "read.jsonl", a.read_n)
     for arm in a.arms:
         describe = DESCRIBE[arm]
         t0 = time.time()

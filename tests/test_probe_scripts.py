@@ -164,3 +164,22 @@ def test_lm_summary_corpus_and_scoring(tmp_path):
     row = tool.evaluate(str(lm_dir), "val", 2)
     assert row["n"] == 2 and all(0 <= row[k] <= 1 for k in ("summary_exact", "background", "objects_named"))
     assert row["summary_exact"] == 0  # a random LM does not summarise
+
+
+def test_lm_summary_arm_writes_each_paragraph_once(tmp_path, probe, scenes, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
+
+    lm_dir = tmp_path / "lm"
+    build_tiny_tokenizer(lm_dir)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config()).save_pretrained(lm_dir)
+    arm = probe.LMSummary(str(lm_dir))
+    calls = []
+    real = arm.summarise
+    monkeypatch.setattr(arm, "summarise", lambda paragraph: calls.append(paragraph) or real(paragraph))
+    texts = [arm(spec) for spec in scenes[:3] + scenes[:3]]
+    assert calls == [spec["paragraph"] for spec in scenes[:3]]  # generated once per paragraph, then cached
+    assert texts[:3] == texts[3:] and all(isinstance(t, str) for t in texts)
+    assert not any("In short:" in t for t in texts)  # the summary stops before any second cue
