@@ -15,7 +15,10 @@ scores both with the judge:
   * ``scene_list_suffix_padded`` / ``scene_list_prefix_padded`` — the scene list followed / preceded by those neutral
     sentences. After the scene list, the padding leaves its tokens' states exactly as they were (a causal LM) and
     only adds tokens for the UNet's cross-attention to sift; before it, the padding also changes every state the
-    UNet reads. With ``--read_run`` (no training) they measure which of the two costs a trained model its reading.
+    UNet reads. With ``--read_run`` (no training) they measure which of the two costs a trained model its reading;
+  * ``lm_summary`` (``--summary_lm DIR``) — the scene list as a summary-trained stage-0 LM writes it from the
+    paragraph (`scripts/lm_summary_probe.py`; e.g. ``docs/probes/summary_lm_2x128``): with ``--read_run`` on a
+    scene-list run, paragraphs read through the LM's restatement.
 
 Same scenes, images, seeds, steps and starting weights; only the words differ. If the scene-list arm places objects
 and the paragraph arm does not, the UNet can draw what it is told within this budget and the limit is reading the
