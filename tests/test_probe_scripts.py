@@ -183,3 +183,12 @@ def test_lm_summary_arm_writes_each_paragraph_once(tmp_path, probe, scenes, monk
     assert calls == [spec["paragraph"] for spec in scenes[:3]]  # generated once per paragraph, then cached
     assert texts[:3] == texts[3:] and all(isinstance(t, str) for t in texts)
     assert not any("In short:" in t for t in texts)  # the summary stops before any second cue
+
+
+def test_committed_summariser_still_restates_test_paragraphs():
+    # docs/probes/summary_lm_2x128 backs the README's summarise-then-read figures; if the scene-list wording, the
+    # paragraph writer or the loading path drift, its summaries stop matching and those figures no longer reproduce.
+    lm_dir = Path(__file__).parents[1] / "docs" / "probes" / "summary_lm_2x128"
+    row = _load("lm_summary_probe").evaluate(str(lm_dir), "test", 12)
+    assert row["background"] == 1.0  # 60 of 60 in the README's measurement
+    assert row["objects_named"] > 0.2  # 0.27 on these 12, 0.325 on 60; an untrained LM names none
