@@ -12,6 +12,8 @@ from safetensors.torch import save_file
 from paradiffusion.parashapes import generate_split
 from paradiffusion.parashapes.lexicon import TRAIN
 
+from helpers import random_lm_dir
+
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 
@@ -152,30 +154,17 @@ def test_lm_summary_corpus_and_scoring(tmp_path):
     for doc, spec in zip(summarised, [*generate_split("stage2", 5, seed=0), *generate_split("stage3", 5, seed=0)]):
         assert doc.endswith(tool.CUE + tool.scene_list(spec.to_dict()))
     # scoring runs end to end on a (random) Hugging Face model directory and returns shares in [0, 1]
-    from transformers import LlamaForCausalLM
-
-    from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
-
-    lm_dir = tmp_path / "lm"
-    tok_dir = build_tiny_tokenizer(lm_dir)
     torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config()).save_pretrained(lm_dir)
-    assert tok_dir == lm_dir or (lm_dir / "tokenizer.json").is_file()
+    lm_dir = random_lm_dir(tmp_path / "lm")
+    assert (lm_dir / "tokenizer.json").is_file()
     row = tool.evaluate(str(lm_dir), "val", 2)
     assert row["n"] == 2 and all(0 <= row[k] <= 1 for k in ("summary_exact", "background", "objects_named"))
     assert row["summary_exact"] == 0  # a random LM does not summarise
 
 
 def test_lm_summary_arm_writes_each_paragraph_once(tmp_path, probe, scenes, monkeypatch):
-    from transformers import LlamaForCausalLM
-
-    from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
-
-    lm_dir = tmp_path / "lm"
-    build_tiny_tokenizer(lm_dir)
     torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config()).save_pretrained(lm_dir)
-    arm = probe.LMSummary(str(lm_dir))
+    arm = probe.LMSummary(str(random_lm_dir(tmp_path / "lm")))
     calls = []
     real = arm.summarise
     monkeypatch.setattr(arm, "summarise", lambda paragraph: calls.append(paragraph) or real(paragraph))
