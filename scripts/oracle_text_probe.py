@@ -63,18 +63,13 @@ from paradiffusion.cli import ParaDiffusionCLI, load_module
 from paradiffusion.data import Stage2AlignmentData
 from paradiffusion.evaluate import evaluate_split, text_dependence
 from paradiffusion.parashapes import generate_split
+from paradiffusion.parashapes.describe import scene_list  # the oracle text: every attribute, canonical words
 from paradiffusion.parashapes.lexicon import TRAIN
 from paradiffusion.parashapes.spec import ObjectSpec
 from paradiffusion.parashapes.templates import PARAGRAPH
 from paradiffusion.parashapes.writers import _object_fields, _pick, _static_fillers  # the paragraph writer's parts
 
 KEYS = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "background")
-
-
-def scene_list(spec: dict[str, Any]) -> str:
-    """The oracle text: every attribute of every object, canonical words, one fixed pattern."""
-    objects = [f"{o['size']} {o['color']} {o['shape']} at {o['position']}" for o in spec["objects"]]
-    return ". ".join([f"{spec['background']} background", *objects]) + "."
 
 
 def _scene_rng(spec: dict[str, Any]) -> np.random.Generator:

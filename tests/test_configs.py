@@ -15,13 +15,14 @@ SCALES = ("tiny", "smollm2", "llama2-7b")
 
 
 def compositions() -> list[list[Path]]:
-    combos = [[EXP / "tiny" / "stage0_lm.yaml"]]
+    combos = [[EXP / "tiny" / "stage0_lm.yaml"], [EXP / "tiny" / "stage0_lm.yaml", EXP / "tiny" / "stage0_rewriter.yaml"]]
     for scale in SCALES:
         for stage in sorted((EXP / scale).glob("stage[123].yaml")):
             combos.append([EXP / "base.yaml", EXP / "model" / f"{scale}.yaml", stage])
     stage2 = EXP / "llama2-7b" / "stage2.yaml"
     combos.append([EXP / "base.yaml", EXP / "model" / "llama2-7b.yaml", stage2, EXP / "llama2-7b" / "zero3_offload.yaml"])
-    for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml", "token_gate.yaml", "refiner.yaml", "embedding_skip.yaml"):
+    for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml", "token_gate.yaml", "refiner.yaml", "embedding_skip.yaml",
+                     "rewriter.yaml"):
         combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / ablation])
     return combos
 
@@ -112,3 +113,13 @@ def test_connector_configs_match_the_text_width(name):
     connector = model.text_encoder.init_args.connector
     assert connector.class_path.startswith("paradiffusion.models.")
     assert connector.init_args.dim == model.text_encoder.init_args.out_dim == model.unet.init_args.cross_attention_dim
+
+
+def test_rewriter_configs_agree_on_the_template_and_the_rewriter_directory():
+    lm = parse([EXP / "tiny" / "stage0_lm.yaml", EXP / "tiny" / "stage0_rewriter.yaml"])
+    assert lm.data.init_args.packing == "document" and lm.data.init_args.summary_splits
+    model = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml",
+                   EXP / "tiny" / "rewriter.yaml"]).model.init_args
+    rewriter = model.text_rewriter.init_args
+    assert rewriter.response_template == lm.data.init_args.response_template
+    assert rewriter.pretrained == lm.model.init_args.export_dir

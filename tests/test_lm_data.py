@@ -152,3 +152,43 @@ def test_unigram_perplexity_uniform():
     # Each of 4 tokens equally often -> perplexity ~4 (add-one smoothing over a vocab of 4 changes nothing).
     blocks = torch.arange(4).repeat(8).view(4, 8)
     assert unigram_perplexity(blocks, blocks, 4) == pytest.approx(4.0)
+
+
+def test_response_template_scores_only_the_scene_list():
+    # Instruction documents (paragraph, template, scene list): the loss sees the scene list and </s>, never the
+    # paragraph; plain documents in the same corpus stay scored whole.
+    from paradiffusion.parashapes import generate_split
+    from paradiffusion.parashapes.describe import scene_list
+
+    dm = LMTextDataModule(splits=["stage1"], summary_splits=["stage3"], n_per_split=30, seq_len=512, batch_size=2,
+                          packing="document", response_template=" In short: ", bpe_vocab_size=600)
+    dm.setup("fit")
+    lists = {scene_list(s) for s in generate_split("stage3", 30, seed=0)}
+    captions = {s.paragraph for s in generate_split("stage1", 30, seed=0)}
+    eos, pad = dm.tokenizer.eos_token_id, dm.tokenizer.pad_token_id
+    scored_lists = scored_captions = 0
+    for ids, labels in zip(torch.cat([dm.train_set.blocks, dm.val_set.blocks]),
+                           torch.cat([dm.train_set.labels, dm.val_set.labels])):
+        # split each block back into its documents at </s>
+        ends = (ids == eos).nonzero().flatten().tolist()
+        start = 0
+        for end in ends:
+            doc_ids, doc_labels = ids[start: end + 1], labels[start: end + 1]
+            text = dm.tokenizer.decode(doc_ids, skip_special_tokens=True)
+            scored = dm.tokenizer.decode(doc_ids[doc_labels != -100], skip_special_tokens=True)
+            if "In short:" in text:
+                assert scored.strip() in lists and text.split(" In short: ")[1] == scored.strip()
+                assert int(doc_labels[-1]) == eos  # the LM learns where a restatement ends
+                scored_lists += 1
+            else:
+                assert bool((doc_labels == doc_ids).all()) and text in captions
+                scored_captions += 1
+            start = end + 1
+        assert bool((labels[ids == pad] == -100).all())
+    assert scored_lists == 30 and scored_captions == 30
+    with pytest.raises(ValueError, match="summary_splits needs data.response_template"):
+        LMTextDataModule(summary_splits=["stage2"], packing="document")
+    with pytest.raises(ValueError, match="response_template needs data.packing='document'"):
+        LMTextDataModule(summary_splits=["stage2"], response_template=" In short: ")
+    with pytest.raises(ValueError, match="evaluation-only"):
+        LMTextDataModule(summary_splits=["test"], response_template=" In short: ", packing="document")

@@ -166,3 +166,59 @@ def test_demo_config_names_a_missing_file():
     with pytest.raises(SystemExit, match="no_such.yaml"):
         demo._extra_configs("experiments/tiny/attn_lora.yaml, no_such.yaml")
     assert demo._extra_configs("  ") == []
+
+
+def test_demo_rewriter_option_trains_a_rewriter_and_reads_its_restatements(tmp_path, capsys):
+    # DEMO_REWRITER=1 (smoke budget): a second stage-0 LM learns to restate, stages 2-3 read its restatements, the
+    # demo scores them, and the exported pipeline carries the rewriter.
+    root = tmp_path / "demo"
+    stages = demo._stages(root, rewriter=True)
+    assert [s.name for s in stages] == ["stage0", "rewriter", "stage1", "stage2", "stage3"]
+    for stage in stages[2:]:
+        args = demo._args(stage, root, "full")
+        reads = any(a.endswith("rewriter.yaml") and "stage0" not in a for a in args)
+        assert reads == (stage.name != "stage1")  # stage 1's captions are read as they are
+    old = {k: os.environ.get(k) for k in ("DEMO_BUDGET", "DEMO_DIR", "DEMO_EVAL_N", "DEMO_REWRITER")}
+    os.environ.update(DEMO_BUDGET="smoke", DEMO_DIR=str(root), DEMO_EVAL_N="4", DEMO_REWRITER="1")
+    try:
+        assert demo.main() == 0
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    assert (root / "rewriter" / "hf" / "model.safetensors").is_file()
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["rewriter"] is True
+    final = summary["rows"][-1]
+    for key in ("scores", "test_scores"):
+        assert 0.0 <= final[key]["rewriter/objects_named"] <= 1.0 and 0.0 <= final[key]["rewriter/background"] <= 1.0
+    assert "rewriter/objects_named" not in summary["rows"][1]["scores"]  # stage 1 reads its captions directly
+    assert len((root / "eval" / "stage3" / "restated.jsonl").read_text().splitlines()) == 4
+    assert "the rewriter's restatements" in capsys.readouterr().out
+    cfg = root / "stage3" / "run" / "config.yaml"
+    assert str(root / "rewriter" / "hf") in cfg.read_text()
+    ckpt = root / "stage3" / "run" / "checkpoints" / "last.ckpt"
+    assert cli_main(["export", "--config", str(cfg), "--ckpt_path", str(ckpt), "--out", str(tmp_path / "export")]) == 0
+    assert (tmp_path / "export" / "text_rewriter" / "rewriter.json").is_file()
+    assert cli_main(["generate", "--pipeline", str(tmp_path / "export"), "--split", "heldout", "--n", "2",
+                     "--steps", "2", "--out", str(tmp_path / "gen")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "gen" / "paragraphs.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("restated" in r for r in rows)
+
+
+def test_demo_steps_and_rewriter_settings_are_checked(tmp_path):
+    assert demo._stage_steps("stage2:2400, stage3:300") == {"stage2": 2400, "stage3": 300}
+    for bad in ("stage9:10", "stage2:", "stage2:0", "stage2=5"):
+        with pytest.raises(SystemExit, match="DEMO_STEPS: bad entry"):
+            demo._stage_steps(bad)
+    stage2 = demo._stages(tmp_path)[2]
+    args = demo._args(stage2, tmp_path, "short", {"stage2": 77})
+    assert args[-1] == "--trainer.max_steps=77" and "--trainer.max_steps=130" in args  # the later value wins
+    assert demo._rewriter_setting("0") == (False, None) and demo._rewriter_setting("1") == (True, None)
+    with pytest.raises(SystemExit, match="DEMO_REWRITER=.*no config.json"):
+        demo._rewriter_setting(str(tmp_path))
+    (tmp_path / "rw").mkdir()
+    (tmp_path / "rw" / "config.json").write_text("{}")
+    on, path = demo._rewriter_setting(str(tmp_path / "rw"))
+    stages = demo._stages(tmp_path / "demo", rewriter=on, rewriter_dir=path)
+    assert "rewriter" not in [s.name for s in stages]  # a given rewriter is not trained again
+    assert f"--model.init_args.text_rewriter.init_args.pretrained={path}" in stages[-1].overrides

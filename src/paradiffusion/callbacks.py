@@ -73,8 +73,9 @@ class SampleAndScore(Callback):
         pl_module.log_dict(headline, sync_dist=False)
         # `trainer.log_dir` is a collective under DDP (rank 0 broadcasts it): every rank must ask, not only rank 0.
         log_dir = trainer.log_dir or trainer.default_root_dir
+        restated = pipeline.restate([s.paragraph for s in specs]) if pipeline.text_rewriter is not None else None
         if trainer.is_global_zero:
-            self._write(trainer, log_dir, images, specs, scores)
+            self._write(trainer, log_dir, images, specs, scores, restated)
 
     def _text_use(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Shuffled/true denoising loss on the validation text style and, if different, the training one."""
@@ -94,13 +95,16 @@ class SampleAndScore(Callback):
                 out[name] = text_dependence(pl_module, split=split, n=self.text_use_n, seed=self.seed)["shuffled_over_true"]
         return out
 
-    def _write(self, trainer: L.Trainer, log_dir: str, images: torch.Tensor, specs, scores: dict) -> None:
+    def _write(self, trainer: L.Trainer, log_dir: str, images: torch.Tensor, specs, scores: dict,
+               restated: list[str] | None = None) -> None:
         grid = make_grid(images)  # (3, H', W')
         step = trainer.global_step
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("val/samples", grid, step)
-                text = "\n\n".join(f"**{i}** ({s.id}): {s.paragraph}" for i, s in enumerate(specs))
+                text = "\n\n".join(f"**{i}** ({s.id}): {s.paragraph}"
+                                     + (f"\n\n&rarr; *restated:* {restated[i]}" if restated else "")
+                                     for i, s in enumerate(specs))
                 logger.experiment.add_text("val/paragraphs", text, step)
         out = Path(log_dir) / "samples"
         out.mkdir(parents=True, exist_ok=True)

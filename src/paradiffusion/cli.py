@@ -140,9 +140,11 @@ def generate_main(argv: list[str]) -> int:
     images = sample(pipeline, paragraphs, settings, seed=a.seed)  # (N, 3, R, R)
     save_images(images, ids, a.out)
     to_pil(make_grid(images)).save(a.out / "grid.png")
+    restated = pipeline.restate(paragraphs) if pipeline.text_rewriter is not None else None  # cached: no new work
     with (a.out / "paragraphs.jsonl").open("w") as f:
-        for key, text in zip(ids, paragraphs):
-            f.write(json.dumps({"id": key, "paragraph": text}) + "\n")
+        for i, (key, text) in enumerate(zip(ids, paragraphs)):
+            row = {"id": key, "paragraph": text, **({"restated": restated[i]} if restated else {})}
+            f.write(json.dumps(row) + "\n")
     print(f"wrote {len(ids)} images and grid.png to {a.out}")
     if spec_dicts:
         scores = score(images, spec_dicts)

@@ -12,7 +12,11 @@ Budget (environment variable ``DEMO_BUDGET``):
   ``smoke``           — 2 steps a stage on tiny data: checks the whole chain in a minute (used by the tests).
 Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (paragraphs scored per stage and split, default 48),
 ``DEMO_CONFIG`` (extra ``--config`` files, comma- or space-separated, added after the stage config of stages 1-3,
-e.g. ``DEMO_CONFIG=experiments/tiny/attn_lora.yaml``).
+e.g. ``DEMO_CONFIG=experiments/tiny/attn_lora.yaml``), ``DEMO_REWRITER=1`` (the summarise-then-read option: a
+second stage-0 LM is trained to restate paragraphs as scene lists, ``experiments/tiny/stage0_rewriter.yaml``, and
+stages 2-3 read its restatements, ``experiments/tiny/rewriter.yaml``; the demo also scores the restatements;
+``DEMO_REWRITER=DIR`` reads with an already trained rewriter in DIR instead of training one), ``DEMO_STEPS``
+(per-stage step budgets that override the budget's, e.g. ``DEMO_STEPS=stage2:2400,stage3:300``).
 """
 from __future__ import annotations
 
@@ -52,21 +56,46 @@ def _extra_configs(value: str) -> list[str]:
     return [str(Path(p).resolve()) for p in paths]
 
 
-def _stages(root: Path, extra: list[str] = ()) -> list[Stage]:
+def _lm_stage(name: str, configs: list[str], short_steps: int, root: Path) -> Stage:
+    """A stage-0 language model run under `root/name`, exported to `root/name/hf`."""
+    return Stage(name, configs, short_steps,
+                 [f"--model.init_args.export_dir={root / name / 'hf'}", f"--trainer.default_root_dir={root / name}",
+                  f"--trainer.logger.init_args.save_dir={root / name}"])
+
+
+def _rewriter_setting(value: str) -> tuple[bool, Path | None]:
+    """DEMO_REWRITER: off ("", 0, false, no), on (train one), or the directory of a trained rewriter LM."""
+    if value.strip().lower() in ("", "0", "false", "no"):
+        return False, None
+    if value.strip().lower() in ("1", "true", "yes"):
+        return True, None
+    path = Path(value).resolve()
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"DEMO_REWRITER={value}: expected 1/0 or a rewriter LM directory (no config.json there)")
+    return True, path
+
+
+def _stages(root: Path, extra: list[str] = (), rewriter: bool = False, rewriter_dir: Path | None = None) -> list[Stage]:
     base, model = str(EXPERIMENTS / "base.yaml"), str(EXPERIMENTS / "model" / "tiny.yaml")
-    lm_dir = root / "stage0" / "hf"
-    encoder = [f"--model.init_args.text_encoder.init_args.pretrained={lm_dir}"]
+    lm_config = str(EXPERIMENTS / "tiny" / "stage0_lm.yaml")
+    encoder = [f"--model.init_args.text_encoder.init_args.pretrained={root / 'stage0' / 'hf'}"]
+    # summarise-then-read: stages 2-3 read the rewriter's restatements (stage 1's captions are read as they are)
+    rewriter_dir = rewriter_dir or root / "rewriter" / "hf"
+    reads = ([str(EXPERIMENTS / "tiny" / "rewriter.yaml")], [f"--model.init_args.text_rewriter.init_args.pretrained="
+                                                             f"{rewriter_dir}"]) if rewriter else ([], [])
 
     def ckpt(stage: str) -> str:
         return f"--model.init_args.init_from={root / stage / 'run' / 'checkpoints' / 'last.ckpt'}"
 
     return [
-        Stage("stage0", [str(EXPERIMENTS / "tiny" / "stage0_lm.yaml")], 200,
-              [f"--model.init_args.export_dir={lm_dir}", f"--trainer.default_root_dir={root / 'stage0'}",
-               f"--trainer.logger.init_args.save_dir={root / 'stage0'}"]),
+        _lm_stage("stage0", [lm_config], 200, root),
+        *([_lm_stage("rewriter", [lm_config, str(EXPERIMENTS / "tiny" / "stage0_rewriter.yaml")], 400, root)]
+          if rewriter and rewriter_dir == root / "rewriter" / "hf" else []),
         Stage("stage1", [base, model, str(EXPERIMENTS / "tiny" / "stage1.yaml"), *extra], 220, encoder),
-        Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml"), *extra], 130, encoder + [ckpt("stage1")]),
-        Stage("stage3", [base, model, str(EXPERIMENTS / "tiny" / "stage3.yaml"), *extra], 60, encoder + [ckpt("stage2")]),
+        Stage("stage2", [base, model, str(EXPERIMENTS / "tiny" / "stage2.yaml"), *extra, *reads[0]], 130,
+              encoder + [ckpt("stage1")] + reads[1]),
+        Stage("stage3", [base, model, str(EXPERIMENTS / "tiny" / "stage3.yaml"), *extra, *reads[0]], 60,
+              encoder + [ckpt("stage2")] + reads[1]),
     ]
 
 
@@ -75,21 +104,37 @@ def _smoke(stage: Stage) -> list[str]:
     args = ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.log_every_n_steps=1"]
     if stage.name == "stage0":
         return args + ["--data.init_args.n_per_split=60", "--data.init_args.batch_size=2", "--data.init_args.seq_len=128"]
+    if stage.name == "rewriter":  # documents must fit whole (a stage-2 paragraph and its scene list: < 512 tokens)
+        return args + ["--data.init_args.n_per_split=30", "--data.init_args.batch_size=2"]
     args += ["--data.init_args.n_val=4", "--data.init_args.batch_size=4", "--trainer.num_sanity_val_steps=0"]
     return args + (["--data.init_args.n_train=8"] if stage.name == "stage3" else [])
 
 
-def _args(stage: Stage, root: Path, budget: str) -> list[str]:
+def _stage_steps(value: str) -> dict[str, int]:
+    """DEMO_STEPS: "stage2:2400,stage3:300" -> {"stage2": 2400, "stage3": 300}; a bad entry is named."""
+    steps = {}
+    for entry in (e for e in re.split(r"[,\s]+", value.strip()) if e):
+        name, _, n = entry.partition(":")
+        if name not in ("stage0", "rewriter", "stage1", "stage2", "stage3") or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"DEMO_STEPS: bad entry {entry!r}; expected <stage>:<steps>, e.g. stage2:2400 "
+                             "(stages: stage0, rewriter, stage1, stage2, stage3)")
+        steps[name] = int(n)
+    return steps
+
+
+def _args(stage: Stage, root: Path, budget: str, steps: dict[str, int] | None = None) -> list[str]:
     args: list[str] = []
     for c in stage.configs:
         args += ["--config", c]
-    if stage.name != "stage0":
+    if stage.name not in ("stage0", "rewriter"):
         args.append(f"--trainer.logger.init_args.save_dir={root}")
     args += stage.overrides
     if budget == "short":
         args.append(f"--trainer.max_steps={stage.short_steps}")
     elif budget == "smoke":
         args += _smoke(stage)
+    if steps and stage.name in steps:
+        args.append(f"--trainer.max_steps={steps[stage.name]}")
     return args
 
 
@@ -98,11 +143,28 @@ def _evaluate(module, name: str, root: Path, n: int, split: str = "heldout") -> 
     t0 = time.time()
     out = root / "eval" / (name if split == "heldout" else f"{name}-{split}")
     scores = evaluate_split(pipeline, split, n=n, seed=0, settings=SamplingSettings(), out_dir=out)
+    if pipeline.text_rewriter is not None:  # how well the rewriter restated these paragraphs (cached: no new work)
+        scores.update(_restatement_scores(pipeline, split, n, out))
     print(f"[demo] {name}: sampled and scored {n} {split} paragraphs in {time.time() - t0:.0f}s: "
           + ", ".join(f"{k}={scores[k]:.3f}" for k in HEADLINE if k in scores)
           + (f" (chance: presence={scores['chance/presence']:.3f}, object_exact={scores['chance/object_exact']:.3f})"
              if "chance/presence" in scores else ""), flush=True)
     return scores
+
+
+def _restatement_scores(pipeline, split: str, n: int, out: Path) -> dict[str, float]:
+    from paradiffusion.parashapes import generate_split
+    from paradiffusion.parashapes.describe import score_restatements
+
+    specs = generate_split(split, n, seed=0)
+    restated = pipeline.restate([s.paragraph for s in specs])
+    with (out / "restated.jsonl").open("w") as f:
+        for spec, text in zip(specs, restated):
+            f.write(json.dumps({"id": spec.id, "restated": text}) + "\n")
+    scores = score_restatements(zip(specs, restated))
+    print(f"[demo] rewriter on {n} {split} paragraphs: objects named exactly {scores['objects_named']:.3f}, "
+          f"background {scores['background']:.3f}, whole scene lists {scores['summary_exact']:.3f}", flush=True)
+    return {f"rewriter/{k}": v for k, v in scores.items() if k != "n"}
 
 
 def _text_use(module, n: int) -> float:
@@ -139,15 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(os.environ.get("DEMO_DIR", "runs/demo")).resolve()
     n_eval = int(os.environ.get("DEMO_EVAL_N", "48"))
     extra = _extra_configs(os.environ.get("DEMO_CONFIG", ""))
+    rewriter, rewriter_dir = _rewriter_setting(os.environ.get("DEMO_REWRITER", "0"))
+    steps = _stage_steps(os.environ.get("DEMO_STEPS", ""))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     rows: list[dict] = []
-    print(f"[demo] budget={budget}; writing to {root}" + (f"; extra configs: {' '.join(extra)}" if extra else ""),
-          flush=True)
+    print(f"[demo] budget={budget}; writing to {root}" + (f"; extra configs: {' '.join(extra)}" if extra else "")
+          + (f"; summarise-then-read (DEMO_REWRITER) with {rewriter_dir or 'a rewriter trained here'}"
+             if rewriter else ""), flush=True)
 
-    for stage in _stages(root, extra):
-        args = _args(stage, root, budget)
+    for stage in _stages(root, extra, rewriter, rewriter_dir):
+        args = _args(stage, root, budget, steps)
         if stage.name == "stage1":
             # The untrained baseline: stage 1's model before any diffusion training (LM from stage 0, random UNet).
             baseline = ParaDiffusionCLI(args=args, run=False).model
@@ -160,14 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         cli = ParaDiffusionCLI(args=["fit", *args])
         minutes = (time.time() - t0) / 60
-        if stage.name == "stage0":
-            print(f"[demo] stage0: language model exported to {root / 'stage0' / 'hf'} ({minutes:.1f} min)", flush=True)
+        if stage.name in ("stage0", "rewriter"):
+            print(f"[demo] {stage.name}: language model exported to {root / stage.name / 'hf'} ({minutes:.1f} min)",
+                  flush=True)
             continue
         rows.append({"stage": stage.name, "minutes": minutes, "scores": _evaluate(cli.model, stage.name, root, n_eval)})
         if stage.name == "stage3":  # the final model on the in-distribution phrasing too
             rows[-1]["test_scores"] = _evaluate(cli.model, stage.name, root, n_eval, split="test")
         rows[-1]["text_use"] = _text_use(cli.model, n_eval)
-        summary = {"budget": budget, "extra_configs": extra, "eval_split": "heldout", "eval_n": n_eval, "rows": rows,
+        summary = {"budget": budget, "extra_configs": extra, "rewriter": str(rewriter_dir) if rewriter_dir else rewriter, "steps": steps, "eval_split": "heldout", "eval_n": n_eval, "rows": rows,
                    "total_minutes": (time.time() - started) / 60}
         (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -179,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(rows))
     print(f"\n[demo] ... and on `test` paragraphs (the training phrasing, unseen scenes), {n_eval} images per row:\n")
     print(_table(rows, "test_scores"))
+    if rewriter:
+        print("\n[demo] the rewriter's restatements against the scenes' scene lists (objects named exactly / "
+              "backgrounds right / whole lists exact):")
+        for key, split in (("scores", "heldout"), ("test_scores", "test")):
+            sc = rows[-1].get(key, {})
+            if "rewriter/objects_named" in sc:
+                print(f"  {split:<8} {sc['rewriter/objects_named']:.3f} / {sc['rewriter/background']:.3f} / "
+                      f"{sc['rewriter/summary_exact']:.3f}")
     print(f"\n[demo] total {total:.1f} min. Images: {root / 'eval'}/<stage>/grid.png; summary: {root / 'summary.json'}")
     print(f"[demo] TensorBoard: tensorboard --logdir {root}")
     print(f"[demo] Analysis notebook: PARADIFFUSION_RUN={root} .venv/bin/jupyter-execute notebooks/analysis.ipynb")

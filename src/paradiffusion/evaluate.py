@@ -155,6 +155,8 @@ def text_dependence(
     items = [dataset[i] for i in range(n)]
     device = next(model.unet.parameters()).device
     texts = [describe(it["spec"]) if describe else it["text"] for it in items]
+    if getattr(model, "text_rewriter", None) is not None:
+        texts = model.restate(texts)  # what the model's encoder reads; the shuffled pairs below stay shuffled
     conditions = {"true": texts, "shuffled": texts[1:] + texts[:1], "empty": [""] * n}
     pixels = torch.stack([it["image"] for it in items]) * 2 - 1  # (N, 3, R, R) in [-1, 1]
     # the same noise whatever batch_size: drawn for all n images at once

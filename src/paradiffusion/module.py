@@ -17,6 +17,7 @@ from torch import nn
 from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.schedule import diffusion_loss, loss_weights, training_target
 from paradiffusion.ema import EMA
+from paradiffusion.models.rewriter import TextRewriter
 from paradiffusion.models.text_encoder import LLMTextEncoder
 from paradiffusion.models.vae import encode_images
 from paradiffusion.pipeline import ParaDiffusionPipeline
@@ -45,6 +46,9 @@ class ParaDiffusion(L.LightningModule):
             holds only the trainable weights (they are reloaded from their directories).
         sample_steps, guidance_scale, sampler, sample_seed: sampling settings for `test_step` (and the
             defaults of `make_pipeline` users).
+        text_rewriter: optional frozen causal LM that restates every paragraph before the text encoder reads it,
+            in training and sampling alike (`paradiffusion.models.rewriter`; not the paper's recipe, which reads
+            the paragraph itself). `None` (default): the paragraph is read as it is.
     """
 
     def __init__(
@@ -71,9 +75,11 @@ class ParaDiffusion(L.LightningModule):
         guidance_scale: float = 4.0,
         sampler: Literal["dpm", "ddim"] = "dpm",
         sample_seed: int = 0,
+        text_rewriter: TextRewriter | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["text_encoder", "unet", "noise_scheduler", "vae"])
+        self.save_hyperparameters(ignore=["text_encoder", "unet", "noise_scheduler", "vae", "text_rewriter"])
+        self.text_rewriter = text_rewriter
         self.text_encoder = text_encoder
         self.unet = unet
         self.noise_scheduler = noise_scheduler
@@ -148,8 +154,18 @@ class ParaDiffusion(L.LightningModule):
         """Denoiser output for `x_t (B, C, h, w)` given text states `(B, T, D)` and mask `(B, T)`."""
         return unet_forward(self.unet, x_t, timesteps, context, context_mask)
 
+    def restate(self, paragraphs: list[str]) -> list[str]:
+        """What the text encoder reads for each paragraph: the rewriter's restatement, or the paragraph itself."""
+        return list(paragraphs) if self.text_rewriter is None else self.text_rewriter(list(paragraphs))
+
     def _text_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        if "input_ids" not in batch:  # a text-only batch: tokenise here
+        if self.text_rewriter is not None and "restated" not in batch:
+            # The collate function tokenised the paragraphs; the encoder reads their restatements instead.
+            batch["restated"] = self.restate(batch["text"])
+            tok = self.text_encoder.tokenize(batch["restated"])
+            batch.update({k: v.to(self.device) for k, v in tok.items()})
+            batch.pop("num_truncated", None)  # the flags of the restatements (`truncated`) count now
+        elif "input_ids" not in batch:  # a text-only batch: tokenise here
             tok = self.text_encoder.tokenize(batch["text"])
             batch.update({k: v.to(self.device) for k, v in tok.items()})
         return batch["input_ids"], batch["attention_mask"]
@@ -352,4 +368,4 @@ class ParaDiffusion(L.LightningModule):
                 for k, p in self.trainable_named_parameters(root=copies).items():
                     p.copy_(self.__dict__["_raw_backup"][k])
             text_encoder, unet = copies["text_encoder"], copies["unet"]
-        return ParaDiffusionPipeline(text_encoder, unet, self.noise_scheduler, self.vae)
+        return ParaDiffusionPipeline(text_encoder, unet, self.noise_scheduler, self.vae, text_rewriter=self.text_rewriter)

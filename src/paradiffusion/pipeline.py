@@ -7,6 +7,7 @@ Layout (`save_pretrained` / `from_pretrained`)::
     DIR/unet/                   diffusers UNet2DConditionModel (EMA weights when exported from training)
     DIR/sdxl-vae-fp16-fix/      diffusers AutoencoderKL, only when a VAE is used
     DIR/scheduler/              the training noise schedule (DDPMScheduler config)
+    DIR/text_rewriter/          causal LM + tokenizer + rewriter.json, only when a `TextRewriter` is used (ours)
     DIR/text_encoder_config.json, DIR/text_encoder_projection.safetensors, DIR/text_encoder_connector.safetensors,
     DIR/text_encoder_embedding_skip.safetensors, DIR/model_index.json   (ours; optional)
 
@@ -28,6 +29,7 @@ from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.guidance import classifier_free_guidance, pad_context
 from paradiffusion.diffusion.sampling import initial_noise, make_sampler, sample_loop
 from paradiffusion.models.connector import TextConnector
+from paradiffusion.models.rewriter import TextRewriter
 from paradiffusion.models.text_encoder import LLMTextEncoder
 from paradiffusion.models.vae import decode_latents
 
@@ -37,6 +39,7 @@ DEFAULT_LAYOUT = {
     "unet": "unet",
     "vae": "sdxl-vae-fp16-fix",
     "scheduler": "scheduler",
+    "text_rewriter": "text_rewriter",
 }
 RELEASED_TEXT_ENCODER = {"hidden_layer": -1, "max_length": 256, "padding": "max_length", "mask_padding": False}
 
@@ -45,6 +48,7 @@ class ParaDiffusionPipeline:
     """Text encoder + UNet (+ VAE) + noise schedule → sampler with classifier-free guidance.
 
     `scheduler` is the *training* schedule; each call builds a fresh DPM-Solver++ or DDIM sampler from it.
+    With a `text_rewriter`, each paragraph is restated by it first and the text encoder reads the restatement.
     """
 
     def __init__(
@@ -53,11 +57,13 @@ class ParaDiffusionPipeline:
         unet: UNet2DConditionModel,
         scheduler: SchedulerMixin,
         vae: AutoencoderKL | None = None,
+        text_rewriter: TextRewriter | None = None,
     ) -> None:
         self.text_encoder = text_encoder
         self.unet = unet
         self.scheduler = scheduler
         self.vae = vae
+        self.text_rewriter = text_rewriter
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -65,14 +71,19 @@ class ParaDiffusionPipeline:
         return next(self.unet.parameters()).device
 
     def to(self, device: str | torch.device) -> "ParaDiffusionPipeline":
-        for m in (self.text_encoder, self.unet, self.vae):
+        for m in (self.text_encoder, self.unet, self.vae, self.text_rewriter):
             if m is not None:
                 m.to(device)
         return self
 
+    def restate(self, paragraphs: Sequence[str]) -> list[str]:
+        """What the text encoder reads: the rewriter's restatements ("" stays ""), or the paragraphs themselves."""
+        return list(paragraphs) if self.text_rewriter is None else self.text_rewriter(list(paragraphs))
+
     def encode(self, paragraphs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Paragraphs → text states `(B, T, D)` and mask `(B, T)` on the UNet's device."""
-        tok = self.text_encoder.tokenize(list(paragraphs))
+        """Paragraphs → text states `(B, T, D)` and mask `(B, T)` on the UNet's device (restated first when a
+        rewriter is set)."""
+        tok = self.text_encoder.tokenize(self.restate(paragraphs))
         device = next(self.text_encoder.parameters()).device
         hidden, mask = self.text_encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device))
         return hidden.to(self.device, self.unet.dtype), mask.to(self.device)
@@ -175,6 +186,10 @@ class ParaDiffusionPipeline:
         else:
             layout.pop("vae")
         self.scheduler.save_pretrained(out / layout["scheduler"])
+        if self.text_rewriter is not None:
+            self.text_rewriter.save_pretrained(out / layout["text_rewriter"])
+        else:
+            layout.pop("text_rewriter")
         (out / "model_index.json").write_text(json.dumps({"_class_name": "ParaDiffusionPipeline", **layout}, indent=2))
 
     @classmethod
@@ -224,5 +239,7 @@ class ParaDiffusionPipeline:
         vae_dir = root / layout.get("vae", DEFAULT_LAYOUT["vae"])
         vae = load_vae(str(vae_dir), dtype=dtype).eval() if "vae" in layout and vae_dir.is_dir() else None
         scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(str(root / layout["scheduler"])))
-        pipe = cls(text_encoder, unet, scheduler, vae)
+        rewriter_dir = root / layout.get("text_rewriter", DEFAULT_LAYOUT["text_rewriter"])
+        rewriter = TextRewriter.from_pretrained(rewriter_dir) if "text_rewriter" in layout and rewriter_dir.is_dir() else None
+        pipe = cls(text_encoder, unet, scheduler, vae, text_rewriter=rewriter)
         return pipe.to(device) if device is not None else pipe

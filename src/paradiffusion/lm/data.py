@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from paradiffusion.lm.text_sources import check_splits, file_texts, parashapes_texts
+from paradiffusion.lm.text_sources import check_splits, file_texts, parashapes_summaries, parashapes_texts
 from paradiffusion.lm.tokenizer import load_tokenizer, train_bpe_tokenizer
 
 
@@ -50,6 +50,12 @@ class LMTextDataModule(L.LightningDataModule):
             (first come, as many as fit) and pads the rest, so every token sees its document from the start;
             needed when the end of a document depends on its beginning (e.g. a paragraph followed by its summary,
             `scripts/lm_summary_probe.py`). A document longer than seq_len is cut to seq_len, and counted.
+        summary_splits: ParaShapes splits whose paragraphs also become instruction documents: the paragraph,
+            `response_template`, then its scene list (`paradiffusion.parashapes.describe.scene_list`). Teaches the
+            LM to restate paragraphs, for `paradiffusion.models.rewriter.TextRewriter`. Needs response_template.
+        response_template: in every document that contains it, the loss scores only the tokens after its first
+            occurrence (the response), as in instruction tuning; the prompt is context only. Documents without
+            it are scored whole. Needs packing="document" (a response must share its block with its prompt).
         val_fraction: share of documents (not blocks) held out for validation, so val text is unseen text.
         model_max_length: the tokenizer's `model_max_length` (what the text encoder truncates to by default).
     """
@@ -70,11 +76,20 @@ class LMTextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         model_max_length: int = 512,
         packing: str = "stream",
+        summary_splits: Sequence[str] = (),
+        response_template: str | None = None,
     ):
         super().__init__()
         check_splits(splits)  # fail at config time, not after minutes of generation
-        if not splits and not text_files:
-            raise ValueError("data: no text source (both splits and text_files are empty)")
+        check_splits(summary_splits)
+        if not splits and not text_files and not summary_splits:
+            raise ValueError("data: no text source (splits, summary_splits and text_files are all empty)")
+        if summary_splits and not response_template:
+            raise ValueError("data.summary_splits needs data.response_template (the text between a paragraph and "
+                             "its scene list, e.g. ' In short: ')")
+        if response_template and packing != "document":
+            raise ValueError("data.response_template needs data.packing='document': with stream packing a response "
+                             "can land in another block than its prompt")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction}: expected 0 < val_fraction < 1")
         if packing not in ("stream", "document"):
@@ -93,6 +108,8 @@ class LMTextDataModule(L.LightningDataModule):
         if self._docs is None:
             hp = self.hparams
             docs = parashapes_texts(hp.splits, hp.n_per_split, seed=hp.seed)
+            if hp.summary_splits:
+                docs += parashapes_summaries(hp.summary_splits, hp.n_per_split, hp.response_template, seed=hp.seed)
             for path in hp.text_files:
                 docs += file_texts(path, hp.text_field)
             docs = [d for d in docs if d]
@@ -137,10 +154,27 @@ class LMTextDataModule(L.LightningDataModule):
 
     def _doc_ids(self, docs: list[str]) -> list[list[int]]:
         """`<s> doc </s>` token ids per document."""
+        return [ids for ids, _ in self._doc_ids_and_labels(docs)]
+
+    def _doc_ids_and_labels(self, docs: list[str]) -> list[tuple[list[int], list[int]]]:
+        """`<s> doc </s>` token ids per document and their labels: the ids, or -100 up to the end of
+        `response_template` in documents that contain it (the prompt is context, not a target)."""
         assert self.tokenizer is not None
+        template = self.hparams.response_template
         # add_special_tokens=True prepends BOS (Llama-style); EOS is appended so the LM learns where text ends.
-        ids = self.tokenizer(docs, add_special_tokens=True)["input_ids"]
-        return [[*doc, self.tokenizer.eos_token_id] for doc in ids]
+        enc = self.tokenizer(docs, add_special_tokens=True, return_offsets_mapping=bool(template))
+        out = []
+        for i, doc in enumerate(enc["input_ids"]):
+            ids = [*doc, self.tokenizer.eos_token_id]
+            labels = list(ids)
+            at = docs[i].find(template) if template else -1
+            if at >= 0:
+                prompt_end = at + len(template)
+                # a token is part of the prompt if it ends inside it (BOS has the empty span (0, 0))
+                n_prompt = sum(1 for start, end in enc["offset_mapping"][i] if end <= prompt_end)
+                labels[:n_prompt] = [-100] * n_prompt
+            out.append((ids, labels))
+        return out
 
     def _pack_stream(self, docs: list[str], name: str) -> PackedBlocks:
         """All documents concatenated and cut into (N, seq_len) blocks; the tail short of a block is dropped."""
@@ -157,21 +191,25 @@ class LMTextDataModule(L.LightningDataModule):
         """Whole documents per block, in order, padded: (N, seq_len) ids and labels (-100 on padding)."""
         seq_len, pad = self.hparams.seq_len, self.tokenizer.pad_token_id
         blocks: list[list[int]] = [[]]
+        block_labels: list[list[int]] = [[]]
         cut = 0
-        for doc in self._doc_ids(docs):
+        for doc, doc_labels in self._doc_ids_and_labels(docs):
             if len(doc) > seq_len:
-                doc, cut = doc[:seq_len], cut + 1
+                doc, doc_labels, cut = doc[:seq_len], doc_labels[:seq_len], cut + 1
             if len(blocks[-1]) + len(doc) > seq_len:
                 blocks.append([])
+                block_labels.append([])
             blocks[-1].extend(doc)
+            block_labels[-1].extend(doc_labels)
         if cut:
             # Skipping would bias the corpus towards short documents; cutting keeps each one's beginning.
             rank_zero_warn(f"data: {cut} of {len(docs)} {name} documents are longer than seq_len={seq_len} tokens "
                            f"and were cut to it; raise seq_len to keep them whole")
         ids = torch.full((len(blocks), seq_len), pad, dtype=torch.long)
         labels = torch.full((len(blocks), seq_len), -100, dtype=torch.long)
-        for i, block in enumerate(blocks):
-            ids[i, : len(block)] = labels[i, : len(block)] = torch.tensor(block)
+        for i, (block, block_label) in enumerate(zip(blocks, block_labels)):
+            ids[i, : len(block)] = torch.tensor(block)
+            labels[i, : len(block)] = torch.tensor(block_label)
         return PackedBlocks(ids, labels)
 
     def train_dataloader(self) -> DataLoader:

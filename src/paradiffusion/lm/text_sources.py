@@ -41,6 +41,19 @@ def parashapes_texts(splits: Sequence[str], n_per_split: int, seed: int = 0) -> 
     return texts
 
 
+def parashapes_summaries(splits: Sequence[str], n_per_split: int, response_template: str, seed: int = 0) -> list[str]:
+    """Instruction documents: each paragraph, `response_template`, then its scene's canonical scene list.
+
+    What teaches a stage-0 LM to restate paragraphs (the tiny stand-in for an instruction-tuned LLM; see
+    `paradiffusion.models.rewriter`). The scenes are those of `parashapes_texts` with the same seed."""
+    check_splits(splits)
+    from paradiffusion.parashapes import generate_split
+    from paradiffusion.parashapes.describe import scene_list
+
+    return [spec.paragraph + response_template + scene_list(spec)
+            for split in splits for spec in generate_split(split, n_per_split, seed=seed)]
+
+
 def file_texts(path: str | Path, text_field: str = "text") -> list[str]:
     """Documents of one file: `.txt` one per non-empty line, `.jsonl`/`.csv` the `text_field` of each record.
 

@@ -1,0 +1,39 @@
+"""The canonical scene list: a scene's content in one fixed pattern of vocabulary words.
+
+"gray background. small red triangle at top. large purple square at center." is the text a summariser LM is
+taught to write after a paragraph (stage 0, `LMTextDataModule(summary_splits=...)`), the text a
+`paradiffusion.models.rewriter.TextRewriter` restates paragraphs into, and the reference its restatements are
+scored against (`score_restatements`). It names every attribute and nothing else, so it is what the judge checks.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def scene_list(spec: Any) -> str:
+    """Every attribute of every object in canonical words, background first. `spec`: a SceneSpec or its dict."""
+    d = spec.to_dict() if hasattr(spec, "to_dict") else spec
+    objects = [f"{o['size']} {o['color']} {o['shape']} at {o['position']}" for o in d["objects"]]
+    return ". ".join([f"{d['background']} background", *objects]) + "."
+
+
+def scene_items(text: str) -> list[str]:
+    """The sentences of a scene list, stripped ("gray background", "small red triangle at top", ...)."""
+    return [x.strip() for x in text.split(".") if x.strip()]
+
+
+def score_restatements(pairs: Iterable[tuple[Mapping[str, Any], str]]) -> dict[str, float]:
+    """How well restatements match their scenes' scene lists: exact whole lists, right backgrounds, and the share of
+    objects named exactly (size, colour, shape and cell; order free, extra items ignored). `pairs`: (spec, text)."""
+    n = exact = background = objects = named = 0
+    for spec, text in pairs:
+        truth, said = scene_items(scene_list(spec)), scene_items(text)
+        n += 1
+        exact += said[: len(truth)] == truth
+        background += bool(said) and said[0] == truth[0]
+        objects += len(truth) - 1
+        named += len(set(truth[1:]) & set(said[1: len(truth)]))
+    if n == 0:
+        raise ValueError("score_restatements: no (spec, text) pairs")
+    return {"n": n, "summary_exact": exact / n, "background": background / n, "objects_named": named / max(1, objects)}

@@ -1,0 +1,141 @@
+"""TextRewriter (summarise-then-read option): batched greedy restatements, the unconditional "" kept, the cache,
+truncation counted, save/load; and the module, pipeline and export carrying it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import random_lm_dir
+from paradiffusion.models.rewriter import TextRewriter
+from paradiffusion.parashapes import generate_split
+from paradiffusion.parashapes.describe import scene_items, scene_list, score_restatements
+
+COMMITTED = Path(__file__).parents[1] / "docs" / "probes" / "summary_lm_2x128"
+PARAS = ["a red circle at the top left", "two squares: a blue one at the bottom and a green one at the right, "
+         "on a gray background with nothing else", "a big cyan triangle"]
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    return random_lm_dir(tmp_path_factory.mktemp("rw"))
+
+
+def test_batched_restatements_equal_one_by_one_and_empty_stays_empty(lm_dir):
+    rw = TextRewriter(str(lm_dir), max_new_tokens=12, batch_size=8)
+    batched = rw(["", *PARAS, ""])
+    single = [TextRewriter(str(lm_dir), max_new_tokens=12, cache_size=0)([p])[0] for p in PARAS]
+    assert batched[0] == batched[-1] == ""  # the CFG unconditional input is never rewritten
+    assert batched[1:-1] == single  # left padding does not change a row's greedy continuation
+    assert any(single)  # a random LM still writes something
+
+
+def test_each_paragraph_is_generated_once(lm_dir, monkeypatch):
+    rw = TextRewriter(str(lm_dir), max_new_tokens=4, batch_size=2)
+    calls = []
+    real = rw._generate
+    monkeypatch.setattr(rw, "_generate", lambda chunk: calls.append(list(chunk)) or real(chunk))
+    first = rw(PARAS + PARAS[:1])
+    assert rw(PARAS[::-1]) == first[:3][::-1]
+    assert sorted(p for chunk in calls for p in chunk) == sorted(PARAS)  # duplicates and repeats come from the cache
+    small = TextRewriter(str(lm_dir), max_new_tokens=4, cache_size=2)
+    small(PARAS)
+    assert len(small._cache) == 2  # bounded: streamed training paragraphs never come back
+
+
+def test_long_paragraphs_are_cut_before_the_template_and_counted(lm_dir, monkeypatch):
+    rw = TextRewriter(str(lm_dir), max_new_tokens=3, max_prompt_tokens=5)
+    prompts = []
+    real = rw.lm.generate
+    monkeypatch.setattr(rw.lm, "generate", lambda **kw: prompts.extend(
+        rw.tokenizer.batch_decode(kw["input_ids"], skip_special_tokens=True)) or real(**kw))
+    rw(PARAS)
+    assert rw.num_truncated == 2  # the two paragraphs longer than 5 tokens
+    assert len(prompts) == 3 and all(p.endswith(" In short:") for p in prompts)  # the cue survives the cut
+    assert prompts[1].startswith("two squares") and "gray background" not in prompts[1]
+
+
+def test_save_and_load_round_trip(lm_dir, tmp_path):
+    rw = TextRewriter(str(lm_dir), response_template=" Scene: ", max_new_tokens=6)
+    rw.save_pretrained(tmp_path / "rw")
+    settings = json.loads((tmp_path / "rw" / "rewriter.json").read_text())
+    assert settings["response_template"] == " Scene: " and settings["max_new_tokens"] == 6
+    assert (tmp_path / "rw" / "model.safetensors").is_file()
+    assert TextRewriter.from_pretrained(tmp_path / "rw")(PARAS) == rw(PARAS)
+
+
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="text_rewriter.pretrained=.*no config.json"):
+        TextRewriter(str(tmp_path))
+    with pytest.raises(ValueError, match="response_template is empty"):
+        TextRewriter(str(COMMITTED), response_template="  ")
+
+
+def test_committed_summariser_as_a_rewriter_matches_the_probe_and_restates_test_paragraphs():
+    # Reference match: TextRewriter's batched, left-padded generation equals the probe's one-at-a-time HF generate
+    # (scripts/lm_summary_probe.Summariser), so the README's chain figures carry over to the shipped part.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from lm_summary_probe import Summariser
+
+    specs = generate_split("test", 12, seed=0)
+    restated = TextRewriter(str(COMMITTED), max_new_tokens=80)([s.paragraph for s in specs])
+    probe = Summariser(str(COMMITTED))
+    assert restated == [probe(s.paragraph) for s in specs]
+    scores = score_restatements(zip(specs, restated))
+    assert scores["background"] == 1.0 and scores["objects_named"] > 0.2  # README: 1.000 and 0.325 on 60
+
+
+def test_scene_list_and_restatement_scores():
+    spec = generate_split("test", 1, seed=0)[0]
+    text = scene_list(spec)
+    assert scene_items(text)[0] == f"{spec.background} background" and len(scene_items(text)) == len(spec.objects) + 1
+    perfect = score_restatements([(spec, text)])
+    assert perfect == {"n": 1, "summary_exact": 1.0, "background": 1.0, "objects_named": 1.0}
+    reordered = ". ".join([scene_items(text)[0], *scene_items(text)[1:][::-1]])
+    assert score_restatements([(spec, reordered)])["objects_named"] == 1.0
+    assert score_restatements([(spec, "")]) == {"n": 1, "summary_exact": 0.0, "background": 0.0, "objects_named": 0.0}
+    with pytest.raises(ValueError, match="no \\(spec, text\\) pairs"):
+        score_restatements([])
+
+
+def test_module_trains_on_restatements_and_exports_the_rewriter(lm_dir, tmp_path):
+    from test_model_module import loader, make_module, trainer
+
+    from paradiffusion.models.testing import build_tiny_tokenizer
+    from paradiffusion.pipeline import ParaDiffusionPipeline
+
+    rewriter = TextRewriter(str(lm_dir), max_new_tokens=6)
+    module = make_module(str(build_tiny_tokenizer(tmp_path / "tok")), text_rewriter=rewriter)
+    read = []
+    tokenize = module.text_encoder.tokenize
+    module.text_encoder.tokenize = lambda texts: read.append(list(texts)) or tokenize(texts)
+    frozen = {k: v.clone() for k, v in rewriter.state_dict().items()}
+    t = trainer(tmp_path, max_steps=2, enable_checkpointing=False, limit_val_batches=0)
+    dl = loader(module, n=8, batch_size=4)
+    t.fit(module, dl)
+    paragraphs = [p for batch in dl for p in batch["text"]]
+    # the test loader's collate tokenises the paragraphs (and caption dropout the empty one); the module then
+    # tokenises their restatements and reads those
+    assert [texts for texts in read if texts[0] not in paragraphs and texts != [""]] == [rewriter(paragraphs[:4]), rewriter(paragraphs[4:])]
+    assert not any(n.startswith("text_rewriter.") for n in module.trainable_named_parameters())
+    assert all(torch.equal(frozen[k], v) for k, v in rewriter.state_dict().items())  # never trained
+    assert not rewriter.lm.training  # generation ran in eval mode although Lightning trained the module around it
+
+    pipe = module.make_pipeline()
+    assert pipe.text_rewriter is rewriter and pipe.restate(["", PARAS[0]]) == ["", rewriter([PARAS[0]])[0]]
+    pipe.save_pretrained(tmp_path / "export")
+    assert json.loads((tmp_path / "export" / "model_index.json").read_text())["text_rewriter"] == "text_rewriter"
+    loaded = ParaDiffusionPipeline.from_pretrained(tmp_path / "export")
+    assert loaded.text_rewriter is not None and loaded.restate(PARAS) == rewriter(PARAS)
+    torch.testing.assert_close(loaded(PARAS, num_inference_steps=3, guidance_scale=2.0, seed=1),
+                               pipe(PARAS, num_inference_steps=3, guidance_scale=2.0, seed=1))
+    # without a rewriter the export has no text_rewriter/ and loads without one
+    module.text_rewriter = None
+    module.make_pipeline().save_pretrained(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "text_rewriter").exists()
+    assert ParaDiffusionPipeline.from_pretrained(tmp_path / "plain").text_rewriter is None
