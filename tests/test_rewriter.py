@@ -125,6 +125,13 @@ def test_module_trains_on_restatements_and_exports_the_rewriter(lm_dir, tmp_path
     assert not any(n.startswith("text_rewriter.") for n in module.trainable_named_parameters())
     assert all(torch.equal(frozen[k], v) for k, v in rewriter.state_dict().items())  # never trained
     assert not rewriter.lm.training  # generation ran in eval mode although Lightning trained the module around it
+    # outside the module tree: not in checkpoints (it loads from its directory), so another rewriter can read the model
+    t.save_checkpoint(tmp_path / "last.ckpt")
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert not any("text_rewriter" in k for k in ckpt["state_dict"]) and any(k.startswith("unet.") for k in ckpt["state_dict"])
+    ckpt["state_dict"]["text_rewriter.lm.lm_head.weight"] = torch.zeros(1)  # as written while it was a submodule
+    module.on_load_checkpoint(ckpt)
+    module.load_state_dict(ckpt["state_dict"])  # strict: the stale key was dropped
 
     pipe = module.make_pipeline()
     assert pipe.text_rewriter is rewriter and pipe.restate(["", PARAS[0]]) == ["", rewriter([PARAS[0]])[0]]

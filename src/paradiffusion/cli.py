@@ -71,8 +71,8 @@ def load_module(config: str | list[str], ckpt_path: str | None = None, overrides
         if not Path(ckpt_path).exists():
             raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        module.on_load_checkpoint(checkpoint)  # first: it may drop keys that are not the module's (old rewriter weights)
         module.load_state_dict(checkpoint["state_dict"])
-        module.on_load_checkpoint(checkpoint)
     module.eval()
     return module
 

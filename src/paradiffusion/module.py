@@ -79,7 +79,10 @@ class ParaDiffusion(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["text_encoder", "unet", "noise_scheduler", "vae", "text_rewriter"])
-        self.text_rewriter = text_rewriter
+        # Kept outside the module tree: frozen, so its weights come from its own directory and never enter
+        # checkpoints (another rewriter can read the same model), and sharded strategies (ZeRO-3) must not partition
+        # the weights it generates with. It follows the module's device in `restate`.
+        self.__dict__["text_rewriter"] = text_rewriter
         self.text_encoder = text_encoder
         self.unet = unet
         self.noise_scheduler = noise_scheduler
@@ -156,7 +159,11 @@ class ParaDiffusion(L.LightningModule):
 
     def restate(self, paragraphs: list[str]) -> list[str]:
         """What the text encoder reads for each paragraph: the rewriter's restatement, or the paragraph itself."""
-        return list(paragraphs) if self.text_rewriter is None else self.text_rewriter(list(paragraphs))
+        if self.text_rewriter is None:
+            return list(paragraphs)
+        if next(self.text_rewriter.parameters()).device != self.device:
+            self.text_rewriter.to(self.device)
+        return self.text_rewriter(list(paragraphs))
 
     def _text_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.text_rewriter is not None and "restated" not in batch:
@@ -323,6 +330,8 @@ class ParaDiffusion(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._skip_init_from = True  # restoring a checkpoint: its weights win over init_from
+        for k in [k for k in checkpoint.get("state_dict", {}) if k.startswith("text_rewriter.")]:
+            del checkpoint["state_dict"][k]  # written while the rewriter was a submodule; it loads from its directory
         self.configure_model()
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
