@@ -203,6 +203,21 @@ def test_demo_rewriter_option_trains_a_rewriter_and_reads_its_restatements(tmp_p
                      "--steps", "2", "--out", str(tmp_path / "gen")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "gen" / "paragraphs.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all("restated" in r for r in rows)
+    # scripts/read_through.py: the same model read through another rewriter (its weights are not in the checkpoint)
+    import runpy
+    import sys
+    from unittest import mock
+
+    other = tmp_path / "other_rewriter"
+    from paradiffusion.models.rewriter import TextRewriter
+
+    TextRewriter(str(root / "rewriter" / "hf"), max_new_tokens=4).save_pretrained(other)
+    argv = ["read_through.py", "--config", str(cfg), "--ckpt_path", str(ckpt), "--rewriter", str(other),
+            "--split", "test", "--n", "2", "--out", str(tmp_path / "rt")]
+    with mock.patch.object(sys, "argv", argv):
+        runpy.run_path(str(REPO / "scripts" / "read_through.py"), run_name="__main__")
+    row = json.loads((tmp_path / "rt" / "rows.jsonl").read_text())
+    assert row["rewriter"] == str(other) and row["n"] == 2 and 0.0 <= row["rewriter/objects_named"] <= 1.0
 
 
 def test_demo_steps_and_rewriter_settings_are_checked(tmp_path):
