@@ -19,30 +19,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oracle_text_probe import scene_list  # noqa: E402  (the oracle description, one definition)
-
-from paradiffusion.parashapes import generate_split  # noqa: E402
+from paradiffusion.parashapes import generate_split
+from paradiffusion.parashapes.describe import scene_list  # the oracle description, one definition
 
 CUE = " In short: "
 
 
 def corpus(out: Path, n_per_split: int) -> int:
-    docs = [s.paragraph for s in generate_split("stage1", n_per_split, seed=0)]
-    for split in ("stage2", "stage3"):
-        docs += [s.paragraph + CUE + scene_list(s.to_dict()) for s in generate_split(split, n_per_split, seed=0)]
+    from paradiffusion.lm.text_sources import parashapes_summaries, parashapes_texts
+
+    # stage-1 captions as they are, stage-2/3 paragraphs followed by the cue and their scene lists (what
+    # `LMTextDataModule(summary_splits=...)` builds in memory; here written to a file for other trainers)
+    docs = parashapes_texts(["stage1"], n_per_split) + parashapes_summaries(["stage2", "stage3"], n_per_split, CUE)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(d.replace("\n", " ") for d in docs) + "\n")
     return len(docs)
-
-
-def items(text: str) -> list[str]:
-    return [x.strip() for x in text.split(".") if x.strip()]
 
 
 class Summariser:
@@ -68,13 +63,13 @@ def evaluate(lm_dir: str, split: str, n: int, device: str = "cpu") -> dict:
     """Greedy restatements of `n` paragraphs of `split` (batched: `paradiffusion.models.rewriter.TextRewriter`, which
     equals `Summariser` row by row, tests/test_rewriter.py), scored against the oracle scene lists."""
     from paradiffusion.models.rewriter import TextRewriter
-    from paradiffusion.parashapes.describe import score_restatements
+    from paradiffusion.parashapes.describe import scene_items, score_restatements
 
     specs = generate_split(split, n, seed=0)
     said = TextRewriter(lm_dir, response_template=CUE, max_new_tokens=80).to(device)([s.paragraph for s in specs])
     row = score_restatements(zip(specs, said))
     truth = scene_list(specs[0].to_dict())
-    example = {"said": ". ".join(items(said[0])[: len(items(truth))]), "truth": ". ".join(items(truth))}
+    example = {"said": ". ".join(scene_items(said[0])[: len(scene_items(truth))]), "truth": ". ".join(scene_items(truth))}
     return {"lm": lm_dir, "split": split, **row, "example": example}
 
 
