@@ -75,18 +75,20 @@ class TextRewriter(nn.Module):
         # rewriter must restate a paragraph the same way every time
         self.lm.eval()
         todo = list(dict.fromkeys(p for p in paragraphs if p and p not in self._cache))
+        fresh: dict[str, str] = {}  # this call's restatements: the bounded cache may already have evicted some
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
-            for paragraph, text in zip(chunk, self._generate(chunk)):
-                self._remember(paragraph, text)
-        out = [self._cache.get(p, "") if p else "" for p in paragraphs]
-        if self.cache_size == 0:
-            self._cache.clear()
+            fresh.update(zip(chunk, self._generate(chunk)))
+        out = [(fresh[p] if p in fresh else self._cache[p]) if p else "" for p in paragraphs]
+        for paragraph, text in fresh.items():
+            self._remember(paragraph, text)
         return out
 
     def _remember(self, paragraph: str, text: str) -> None:
+        if self.cache_size <= 0:
+            return
         self._cache[paragraph] = text
-        while len(self._cache) > max(self.cache_size, 1) and self.cache_size:
+        while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)  # oldest first: streamed training paragraphs never come back
 
     def _generate(self, paragraphs: list[str]) -> list[str]:
