@@ -24,6 +24,9 @@ def compositions() -> list[list[Path]]:
     for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml", "token_gate.yaml", "refiner.yaml", "embedding_skip.yaml",
                      "rewriter.yaml"):
         combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / ablation])
+    for stage in ("stage2.yaml", "stage3.yaml"):
+        combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / stage, EXP / "tiny" / "rewriter.yaml",
+                       EXP / "tiny" / "train_on_scene_lists.yaml"])
     return combos
 
 
@@ -123,3 +126,7 @@ def test_rewriter_configs_agree_on_the_template_and_the_rewriter_directory():
     rewriter = model.text_rewriter.init_args
     assert rewriter.response_template == lm.data.init_args.response_template
     assert rewriter.pretrained == lm.model.init_args.export_dir
+    lists = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage3.yaml", EXP / "tiny" / "rewriter.yaml",
+                   EXP / "tiny" / "train_on_scene_lists.yaml"])
+    assert lists.data.init_args.train_text == "scene_list" and lists.data.class_path.endswith("Stage3QualityData")
+    assert lists.model.init_args.text_rewriter.init_args.pretrained == lm.model.init_args.export_dir

@@ -192,3 +192,16 @@ def test_response_template_scores_only_the_scene_list():
         LMTextDataModule(summary_splits=["stage2"], response_template=" In short: ")
     with pytest.raises(ValueError, match="evaluation-only"):
         LMTextDataModule(summary_splits=["test"], response_template=" In short: ", packing="document")
+
+
+def test_summary_order_mention_writes_the_objects_in_the_order_the_paragraph_names_them():
+    from paradiffusion.lm.text_sources import parashapes_summaries
+    from paradiffusion.parashapes import generate_split
+    from paradiffusion.parashapes.describe import scene_list
+
+    docs = parashapes_summaries(["stage2"], 5, " In short: ", order="mention")
+    assert docs == [s.paragraph + " In short: " + scene_list(s, "mention") for s in generate_split("stage2", 5)]
+    assert docs != parashapes_summaries(["stage2"], 5, " In short: ")  # the default keeps the spec's order
+    with pytest.raises(ValueError, match="data.summary_order='random'"):
+        LMTextDataModule(summary_splits=["stage2"], response_template=" In short: ", packing="document",
+                         summary_order="random")

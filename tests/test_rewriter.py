@@ -146,3 +146,54 @@ def test_module_trains_on_restatements_and_exports_the_rewriter(lm_dir, tmp_path
     module.make_pipeline().save_pretrained(tmp_path / "plain")
     assert not (tmp_path / "plain" / "text_rewriter").exists()
     assert ParaDiffusionPipeline.from_pretrained(tmp_path / "plain").text_rewriter is None
+
+
+def test_scene_list_in_mention_order_follows_the_paragraph():
+    for spec in generate_split("test", 20, seed=0):
+        text = scene_list(spec, order="mention")
+        assert set(scene_items(text)) == set(scene_items(scene_list(spec)))  # same items, another order
+        assert scene_list(spec.to_dict(), order="mention") == text  # dicts (from disk) carry the mentions too
+        words = [m["word"] for m in spec.extra["mentions"]]
+        expected = [spec.objects[i] for i in sorted(range(len(words)), key=lambda i: words[i])]
+        assert scene_items(text)[1:] == [f"{o.size} {o.color} {o.shape} at {o.position}" for o in expected]
+        assert score_restatements([(spec, text)])["objects_named"] == 1.0  # scoring is order-free
+    with pytest.raises(ValueError, match="order='alphabetical'"):
+        scene_list(spec, order="alphabetical")
+    bare = {k: v for k, v in spec.to_dict().items() if k != "mentions"}
+    with pytest.raises(ValueError, match=f"scene {spec.id}: order='mention' needs one `mentions` entry"):
+        scene_list(bare, order="mention")
+
+
+def test_training_on_scene_lists_reads_them_as_they_are_and_restates_only_paragraphs(lm_dir, tmp_path):
+    # data.train_text=scene_list: training pairs carry their scenes' scene lists, which a model with a rewriter
+    # reads as they are; validation pairs keep their paragraphs, which it restates.
+    from test_model_module import make_module, trainer
+
+    from paradiffusion.data.stages import Stage2AlignmentData, Stage3QualityData
+    from paradiffusion.models.testing import build_tiny_tokenizer
+
+    tok = str(build_tiny_tokenizer(tmp_path / "tok"))
+    dm = Stage2AlignmentData(train_text="scene_list", tokenizer=tok, batch_size=4, n_val=4, resolution=32)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["text"] == [scene_list(s) for s in batch["spec"]] and batch["restated"] is batch["text"]
+    val = next(iter(dm.val_dataloader()))
+    assert val["text"] == [s.paragraph for s in generate_split("val", 4, seed=0)] and "restated" not in val
+    small = Stage3QualityData(train_text="scene_list", tokenizer=tok, n_train=4, batch_size=4, resolution=32)
+    small.setup("fit")
+    assert next(iter(small.train_dataloader()))["restated"][0].endswith(".")  # the finite curated set too
+    with pytest.raises(ValueError, match="train_text='scene_list' needs data.source='parashapes'"):
+        Stage2AlignmentData(source="manifest", train_path="x.jsonl", train_text="scene_list")
+    with pytest.raises(ValueError, match="train_text='captions'"):
+        Stage2AlignmentData(train_text="captions")
+
+    rewriter = TextRewriter(str(lm_dir), max_new_tokens=4)
+    restated = []
+    real = rewriter._generate
+    rewriter._generate = lambda chunk: restated.extend(chunk) or real(chunk)
+    module = make_module(tok, text_rewriter=rewriter)
+    dm = Stage2AlignmentData(train_text="scene_list", tokenizer=tok, batch_size=4, n_val=4, resolution=32)
+    t = trainer(tmp_path, max_steps=2, enable_checkpointing=False, limit_val_batches=1, val_check_interval=2,
+                num_sanity_val_steps=0)
+    t.fit(module, datamodule=dm)
+    assert sorted(restated) == sorted(s.paragraph for s in generate_split("val", 4, seed=0))  # never a scene list

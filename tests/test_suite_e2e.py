@@ -237,3 +237,13 @@ def test_demo_steps_and_rewriter_settings_are_checked(tmp_path):
     stages = demo._stages(tmp_path / "demo", rewriter=on, rewriter_dir=path)
     assert "rewriter" not in [s.name for s in stages]  # a given rewriter is not trained again
     assert f"--model.init_args.text_rewriter.init_args.pretrained={path}" in stages[-1].overrides
+    # DEMO_TRAIN_TEXT=scene_list: stages 2-3 train on scene lists, after the rewriter config; stage 1 unchanged
+    assert demo._train_text_setting("") == "paragraph" and demo._train_text_setting("scene_list") == "scene_list"
+    with pytest.raises(SystemExit, match="DEMO_TRAIN_TEXT=lists"):
+        demo._train_text_setting("lists")
+    stages = demo._stages(tmp_path / "demo", rewriter=on, rewriter_dir=path, train_text="scene_list")
+    for stage in stages:
+        if stage.name in ("stage2", "stage3"):
+            assert [Path(c).name for c in stage.configs[-2:]] == ["rewriter.yaml", "train_on_scene_lists.yaml"]
+        else:
+            assert not any(c.endswith("train_on_scene_lists.yaml") for c in stage.configs)

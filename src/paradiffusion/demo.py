@@ -15,7 +15,10 @@ Other knobs: ``DEMO_DIR`` (default ``runs/demo``), ``DEMO_EVAL_N`` (paragraphs s
 e.g. ``DEMO_CONFIG=experiments/tiny/attn_lora.yaml``), ``DEMO_REWRITER=1`` (the summarise-then-read option: a
 second stage-0 LM is trained to restate paragraphs as scene lists, ``experiments/tiny/stage0_rewriter.yaml``, and
 stages 2-3 read its restatements, ``experiments/tiny/rewriter.yaml``; the demo also scores the restatements;
-``DEMO_REWRITER=DIR`` reads with an already trained rewriter in DIR instead of training one), ``DEMO_STEPS``
+``DEMO_REWRITER=DIR`` reads with an already trained rewriter in DIR instead of training one), ``DEMO_TRAIN_TEXT``
+(``paragraph``, the default, or ``scene_list``: stages 2-3 train on the scenes' canonical scene lists,
+``experiments/tiny/train_on_scene_lists.yaml``; with ``DEMO_REWRITER`` the model then reads restatements only where
+it draws paragraphs), ``DEMO_STEPS``
 (per-stage step budgets that override the budget's, e.g. ``DEMO_STEPS=stage2:2400,stage3:300``).
 """
 from __future__ import annotations
@@ -75,7 +78,16 @@ def _rewriter_setting(value: str) -> tuple[bool, Path | None]:
     return True, path
 
 
-def _stages(root: Path, extra: list[str] = (), rewriter: bool = False, rewriter_dir: Path | None = None) -> list[Stage]:
+def _train_text_setting(value: str) -> str:
+    """DEMO_TRAIN_TEXT: what stages 2-3 train on, `paragraph` (default) or `scene_list`."""
+    value = value.strip() or "paragraph"
+    if value not in ("paragraph", "scene_list"):
+        raise SystemExit(f"DEMO_TRAIN_TEXT={value}: expected 'paragraph' or 'scene_list'")
+    return value
+
+
+def _stages(root: Path, extra: list[str] = (), rewriter: bool = False, rewriter_dir: Path | None = None,
+            train_text: str = "paragraph") -> list[Stage]:
     base, model = str(EXPERIMENTS / "base.yaml"), str(EXPERIMENTS / "model" / "tiny.yaml")
     lm_config = str(EXPERIMENTS / "tiny" / "stage0_lm.yaml")
     encoder = [f"--model.init_args.text_encoder.init_args.pretrained={root / 'stage0' / 'hf'}"]
@@ -83,6 +95,8 @@ def _stages(root: Path, extra: list[str] = (), rewriter: bool = False, rewriter_
     rewriter_dir = rewriter_dir or root / "rewriter" / "hf"
     reads = ([str(EXPERIMENTS / "tiny" / "rewriter.yaml")], [f"--model.init_args.text_rewriter.init_args.pretrained="
                                                              f"{rewriter_dir}"]) if rewriter else ([], [])
+    if train_text == "scene_list":  # stages 2-3 train on accurate lists (the rewriter, if any, reads paragraphs)
+        reads = ([*reads[0], str(EXPERIMENTS / "tiny" / "train_on_scene_lists.yaml")], reads[1])
 
     def ckpt(stage: str) -> str:
         return f"--model.init_args.init_from={root / stage / 'run' / 'checkpoints' / 'last.ckpt'}"
@@ -203,15 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     extra = _extra_configs(os.environ.get("DEMO_CONFIG", ""))
     rewriter, rewriter_dir = _rewriter_setting(os.environ.get("DEMO_REWRITER", "0"))
     steps = _stage_steps(os.environ.get("DEMO_STEPS", ""))
+    train_text = _train_text_setting(os.environ.get("DEMO_TRAIN_TEXT", ""))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     rows: list[dict] = []
     print(f"[demo] budget={budget}; writing to {root}" + (f"; extra configs: {' '.join(extra)}" if extra else "")
           + (f"; summarise-then-read (DEMO_REWRITER) with {rewriter_dir or 'a rewriter trained here'}"
-             if rewriter else ""), flush=True)
+             if rewriter else "")
+          + ("; stages 2-3 train on scene lists (DEMO_TRAIN_TEXT)" if train_text == "scene_list" else ""), flush=True)
 
-    for stage in _stages(root, extra, rewriter, rewriter_dir):
+    for stage in _stages(root, extra, rewriter, rewriter_dir, train_text):
         args = _args(stage, root, budget, steps)
         if stage.name == "stage1":
             # The untrained baseline: stage 1's model before any diffusion training (LM from stage 0, random UNet).
@@ -233,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage.name == "stage3":  # the final model on the in-distribution phrasing too
             rows[-1]["test_scores"] = _evaluate(cli.model, stage.name, root, n_eval, split="test")
         rows[-1]["text_use"] = _text_use(cli.model, n_eval)
-        summary = {"budget": budget, "extra_configs": extra, "rewriter": str(rewriter_dir) if rewriter_dir else rewriter, "steps": steps, "eval_split": "heldout", "eval_n": n_eval, "rows": rows,
+        summary = {"budget": budget, "extra_configs": extra, "rewriter": str(rewriter_dir) if rewriter_dir else rewriter, "train_text": train_text, "steps": steps, "eval_split": "heldout", "eval_n": n_eval, "rows": rows,
                    "total_minutes": (time.time() - started) / 60}
         (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

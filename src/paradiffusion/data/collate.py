@@ -34,6 +34,10 @@ class ParagraphCollator:
             "id": [it["id"] for it in items],
             **self.tokenize([it["text"] for it in items]),
         }
+        if items and all(it.get("text_kind") == "scene_list" for it in items):
+            # Already what a text rewriter writes (ParaShapes' oracle scene lists): a model with a rewriter reads it
+            # as it is instead of restating it (`ParaDiffusion._text_inputs`).
+            batch["restated"] = batch["text"]
         if all("spec" in it for it in items):
             batch["spec"] = [it["spec"] for it in items]
         return batch

@@ -43,6 +43,12 @@ class ImageTextDataModule(L.LightningDataModule):
         tokenizer: a tokenizer directory; by default the model's own text-encoder tokenizer is used, so the
             collate function and the encoder can never disagree.
         max_length: token cap (the paper's encoder sees up to 512); by default the model encoder's.
+        train_text: what text the ParaShapes *training* pairs carry: ``paragraph`` (the split's own text) or
+            ``scene_list`` (each scene's canonical scene list, "gray background. small red triangle at top. ...":
+            accurate short descriptions, the form a text rewriter restates paragraphs into). With a rewriter
+            (``experiments/tiny/train_on_scene_lists.yaml``) the model then trains on accurate lists and reads
+            its rewriter's restatements only where it is asked to draw paragraphs (validation, test, sampling).
+            Validation, test and predict always pair images with paragraphs.
     """
 
     default_train_split = "stage2"
@@ -68,6 +74,7 @@ class ImageTextDataModule(L.LightningDataModule):
         n_predict: int = 64,
         tokenizer: str | None = None,
         max_length: int | None = None,
+        train_text: Literal["paragraph", "scene_list"] = "paragraph",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -84,6 +91,12 @@ class ImageTextDataModule(L.LightningDataModule):
         self.collator: ParagraphCollator | None = None
         if source != "parashapes" and not train_path:
             raise ValueError(f"data.source={source!r} needs data.train_path")
+        if train_text not in ("paragraph", "scene_list"):
+            raise ValueError(f"data.train_text={train_text!r}: expected 'paragraph' or 'scene_list'")
+        if train_text == "scene_list" and source != "parashapes":
+            raise ValueError(f"data.train_text='scene_list' needs data.source='parashapes' (scene lists are written "
+                             f"from known scenes); got source={source!r}")
+        self.train_text = train_text
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _make_collator(self) -> ParagraphCollator:
@@ -105,21 +118,23 @@ class ImageTextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.collator = self._make_collator()
 
-    def _parashapes(self, split: str, n: int | None, seed: int, style: str | None = None) -> Dataset:
+    def _parashapes(self, split: str, n: int | None, seed: int, style: str | None = None,
+                    text: str = "paragraph") -> Dataset:
         from paradiffusion.parashapes import ParaShapesDataset, ParaShapesIterable
 
         if n is None:
             rank = self.trainer.global_rank if self.trainer else 0
             world = self.trainer.world_size if self.trainer else 1
-            return ParaShapesIterable(split, resolution=self.resolution, style=style, seed=seed, rank=rank, world_size=world)
-        return ParaShapesDataset(split, n, resolution=self.resolution, style=style, seed=seed)
+            return ParaShapesIterable(split, resolution=self.resolution, style=style, seed=seed, rank=rank,
+                                      world_size=world, text=text)
+        return ParaShapesDataset(split, n, resolution=self.resolution, style=style, seed=seed, text=text)
 
     def train_dataset(self) -> Dataset:
         # A resumed run must not replay the samples it already trained on: offset the stream by the restored step.
         step = self.trainer.global_step if self.trainer else 0
         if self.source == "parashapes":
             seed = self.seed if self.n_train is not None else self.seed + 7919 * step
-            return self._parashapes(self.train_split, self.n_train, seed, self.style)
+            return self._parashapes(self.train_split, self.n_train, seed, self.style, self.train_text)
         if self.source == "folder":
             return ParaShapesFolder(self.train_path, self.resolution)
         if self.source == "manifest":

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from paradiffusion.lm.text_sources import check_splits, file_texts, parashapes_summaries, parashapes_texts
 from paradiffusion.lm.tokenizer import load_tokenizer, train_bpe_tokenizer
+from paradiffusion.parashapes.describe import ORDERS
 
 
 class PackedBlocks(Dataset):
@@ -56,6 +57,8 @@ class LMTextDataModule(L.LightningDataModule):
         response_template: in every document that contains it, the loss scores only the tokens after its first
             occurrence (the response), as in instruction tuning; the prompt is context only. Documents without
             it are scored whole. Needs packing="document" (a response must share its block with its prompt).
+        summary_order: the object order of those scene lists: "spec" (the scene's own random order) or "mention"
+            (the order the paragraph first mentions them, so the LM writes each object as it reads its sentences).
         val_fraction: share of documents (not blocks) held out for validation, so val text is unseen text.
         model_max_length: the tokenizer's `model_max_length` (what the text encoder truncates to by default).
     """
@@ -78,6 +81,7 @@ class LMTextDataModule(L.LightningDataModule):
         packing: str = "stream",
         summary_splits: Sequence[str] = (),
         response_template: str | None = None,
+        summary_order: str = "spec",
     ):
         super().__init__()
         check_splits(splits)  # fail at config time, not after minutes of generation
@@ -90,6 +94,8 @@ class LMTextDataModule(L.LightningDataModule):
         if response_template and packing != "document":
             raise ValueError("data.response_template needs data.packing='document': with stream packing a response "
                              "can land in another block than its prompt")
+        if summary_order not in ORDERS:
+            raise ValueError(f"data.summary_order={summary_order!r}: expected one of {ORDERS}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction}: expected 0 < val_fraction < 1")
         if packing not in ("stream", "document"):
@@ -109,7 +115,8 @@ class LMTextDataModule(L.LightningDataModule):
             hp = self.hparams
             docs = parashapes_texts(hp.splits, hp.n_per_split, seed=hp.seed)
             if hp.summary_splits:
-                docs += parashapes_summaries(hp.summary_splits, hp.n_per_split, hp.response_template, seed=hp.seed)
+                docs += parashapes_summaries(hp.summary_splits, hp.n_per_split, hp.response_template, seed=hp.seed,
+                                             order=hp.summary_order)
             for path in hp.text_files:
                 docs += file_texts(path, hp.text_field)
             docs = [d for d in docs if d]

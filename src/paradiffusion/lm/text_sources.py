@@ -41,8 +41,10 @@ def parashapes_texts(splits: Sequence[str], n_per_split: int, seed: int = 0) -> 
     return texts
 
 
-def parashapes_summaries(splits: Sequence[str], n_per_split: int, response_template: str, seed: int = 0) -> list[str]:
-    """Instruction documents: each paragraph, `response_template`, then its scene's canonical scene list.
+def parashapes_summaries(splits: Sequence[str], n_per_split: int, response_template: str, seed: int = 0,
+                         order: str = "spec") -> list[str]:
+    """Instruction documents: each paragraph, `response_template`, then its scene's canonical scene list (objects in
+    `order`, see `paradiffusion.parashapes.describe.scene_list`).
 
     What teaches a stage-0 LM to restate paragraphs (the tiny stand-in for an instruction-tuned LLM; see
     `paradiffusion.models.rewriter`). The scenes are those of `parashapes_texts` with the same seed."""
@@ -50,7 +52,7 @@ def parashapes_summaries(splits: Sequence[str], n_per_split: int, response_templ
     from paradiffusion.parashapes import generate_split
     from paradiffusion.parashapes.describe import scene_list
 
-    return [spec.paragraph + response_template + scene_list(spec)
+    return [spec.paragraph + response_template + scene_list(spec, order)
             for split in splits for spec in generate_split(split, n_per_split, seed=seed)]
 
 

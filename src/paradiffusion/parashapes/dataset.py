@@ -1,6 +1,8 @@
 """Torch datasets that render ParaShapes on the fly, so training needs no disk.
 
-Item: {"id": str, "image": FloatTensor (3, R, R) in [0, 1], "text": str, "spec": dict}.
+Item: {"id": str, "image": FloatTensor (3, R, R) in [0, 1], "text": str, "spec": dict, "text_kind": str}.
+`text="paragraph"` (default) pairs each image with its split's text; `text="scene_list"` with its canonical scene
+list (`describe.scene_list`: every attribute in fixed words), the oracle description a text rewriter aims at.
 `ParaShapesDataset(split, n, ...)[i]` is exactly item `i` of `ParaShapesIterable(split, ...)` read by a
 single process: both are `generate_one(split, i, seed)` rendered.
 """
@@ -12,12 +14,19 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from .describe import scene_list
 from .generate import DEFAULT_STYLE, SPLITS, generate_one
 from .render import MAX_RESOLUTION, MIN_RESOLUTION, STYLES, render_tensor
 from .spec import SceneSpec
 
 
-def _check_args(split: str, resolution: int, style: str | None, seed: int) -> str:
+#: what text an item pairs with its image
+TEXT_KINDS = ("paragraph", "scene_list")
+
+
+def _check_args(split: str, resolution: int, style: str | None, seed: int, text: str = "paragraph") -> str:
+    if text not in TEXT_KINDS:
+        raise ValueError(f"text must be one of {TEXT_KINDS}, got {text!r}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
@@ -30,9 +39,10 @@ def _check_args(split: str, resolution: int, style: str | None, seed: int) -> st
     return style
 
 
-def make_item(spec: SceneSpec, resolution: int, style: str) -> dict[str, Any]:
+def make_item(spec: SceneSpec, resolution: int, style: str, text: str = "paragraph") -> dict[str, Any]:
     """The dataset item of a spec (render + text + plain-dict spec)."""
-    return {"id": spec.id, "image": render_tensor(spec, resolution, style), "text": spec.paragraph,
+    return {"id": spec.id, "image": render_tensor(spec, resolution, style),
+            "text": spec.paragraph if text == "paragraph" else scene_list(spec), "text_kind": text,
             "spec": spec.to_dict()}
 
 
@@ -53,10 +63,11 @@ class ParaShapesIterable(IterableDataset):
     """
 
     def __init__(self, split: str, resolution: int = 32, style: str | None = None, seed: int = 0,
-                 start: int = 0, rank: int | None = None, world_size: int | None = None):
+                 start: int = 0, rank: int | None = None, world_size: int | None = None, text: str = "paragraph"):
         super().__init__()
-        self.style = _check_args(split, resolution, style, seed)
+        self.style = _check_args(split, resolution, style, seed, text)
         self.split, self.resolution, self.seed, self.start = split, int(resolution), int(seed), int(start)
+        self.text = text
         self._rank, self._world = rank, world_size
 
     def _stream(self) -> tuple[int, int]:
@@ -71,16 +82,18 @@ class ParaShapesIterable(IterableDataset):
         k, stride = self._stream()
         i = self.start + k
         while True:
-            yield make_item(generate_one(self.split, i, self.seed, self.style), self.resolution, self.style)
+            yield make_item(generate_one(self.split, i, self.seed, self.style), self.resolution, self.style, self.text)
             i += stride
 
 
 class ParaShapesDataset(Dataset):
     """Finite map-style version: items 0..n-1 of the split (specs generated up front, images lazily)."""
 
-    def __init__(self, split: str, n: int, resolution: int = 32, style: str | None = None, seed: int = 0):
+    def __init__(self, split: str, n: int, resolution: int = 32, style: str | None = None, seed: int = 0,
+                 text: str = "paragraph"):
         super().__init__()
-        self.style = _check_args(split, resolution, style, seed)
+        self.style = _check_args(split, resolution, style, seed, text)
+        self.text = text
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         self.split, self.n, self.resolution, self.seed = split, int(n), int(resolution), int(seed)
@@ -92,4 +105,4 @@ class ParaShapesDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -self.n <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} samples")
-        return make_item(self.specs[i], self.resolution, self.style)
+        return make_item(self.specs[i], self.resolution, self.style, self.text)

@@ -11,11 +11,30 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 
-def scene_list(spec: Any) -> str:
-    """Every attribute of every object in canonical words, background first. `spec`: a SceneSpec or its dict."""
+#: object orders of a scene list: the spec's own (random) order, or the order the text first mentions them
+ORDERS = ("spec", "mention")
+
+
+def scene_list(spec: Any, order: str = "spec") -> str:
+    """Every attribute of every object in canonical words, background first. `spec`: a SceneSpec or its dict.
+
+    order="mention" lists the objects in the order the scene's text first mentions them (its `mentions` word
+    offsets; unmentioned objects last): a restating LM then writes each object while reading its sentences, and a
+    relative placement ("diagonally below and to the right of the yellow orb") always refers to an object whose cell
+    it has already written, since writers only anchor on earlier-mentioned objects."""
+    if order not in ORDERS:
+        raise ValueError(f"scene_list: order={order!r}; expected one of {ORDERS}")
     d = spec.to_dict() if hasattr(spec, "to_dict") else spec
-    objects = [f"{o['size']} {o['color']} {o['shape']} at {o['position']}" for o in d["objects"]]
-    return ". ".join([f"{d['background']} background", *objects]) + "."
+    objects = list(d["objects"])
+    if order == "mention":
+        mentions = d.get("mentions", d.get("extra", {}).get("mentions"))
+        if mentions is None or len(mentions) != len(objects):
+            raise ValueError(f"scene {d.get('id', '?')}: order='mention' needs one `mentions` entry per object "
+                             f"(got {None if mentions is None else len(mentions)} for {len(objects)} objects)")
+        rank = sorted(range(len(objects)), key=lambda i: (mentions[i] is None, (mentions[i] or {}).get("word", 0), i))
+        objects = [objects[i] for i in rank]
+    items = [f"{o['size']} {o['color']} {o['shape']} at {o['position']}" for o in objects]
+    return ". ".join([f"{d['background']} background", *items]) + "."
 
 
 def scene_items(text: str) -> list[str]:
