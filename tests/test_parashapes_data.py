@@ -10,11 +10,13 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from paradiffusion.cli import main as top_main
 from paradiffusion.parashapes import ParaShapesDataset, ParaShapesIterable, generate_split, iter_webdataset
+from paradiffusion.parashapes.describe import scene_list
 from paradiffusion.parashapes.storage import write_webdataset
 
 
@@ -23,11 +25,15 @@ def test_iterable_items_and_equivalence():
     items = list(islice(iter(it), 4))
     ds = ParaShapesDataset("stage2", 4, 32, None, 1)
     for i, item in enumerate(items):
-        assert set(item) == {"id", "image", "text", "spec"}
+        assert set(item) == {"id", "image", "text", "text_kind", "spec"} and item["text_kind"] == "paragraph"
         assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
         assert item["id"] == ds[i]["id"] and torch.equal(item["image"], ds[i]["image"])
         assert item["text"] == item["spec"]["paragraph"]
     assert len(ds) == 4
+    lists = ParaShapesDataset("stage2", 4, 32, None, 1, text="scene_list")
+    assert [x["text"] for x in lists] == [scene_list(x["spec"]) for x in items] and lists[0]["text_kind"] == "scene_list"
+    with pytest.raises(ValueError, match="text must be one of"):
+        ParaShapesIterable("stage2", text="summary")
 
 
 def test_ranks_and_workers_do_not_repeat():
