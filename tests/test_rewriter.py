@@ -95,10 +95,19 @@ def test_scene_list_and_restatement_scores():
     text = scene_list(spec)
     assert scene_items(text)[0] == f"{spec.background} background" and len(scene_items(text)) == len(spec.objects) + 1
     perfect = score_restatements([(spec, text)])
-    assert perfect == {"n": 1, "summary_exact": 1.0, "background": 1.0, "objects_named": 1.0}
+    assert perfect == {"n": 1, "summary_exact": 1.0, "background": 1.0, "objects_named": 1.0, "color": 1.0, "size": 1.0,
+                       "shape": 1.0, "cell": 1.0}
+    # one object moved to another cell, one dropped: per attribute, of the colours named
+    items = scene_items(text)
+    first = items[1].rsplit(" at ", 1)[0] + (" at center" if not items[1].endswith(" at center") else " at top")
+    partial = score_restatements([(spec, ". ".join([items[0], first, *items[2:-1]]))])
+    k = len(spec.objects)
+    assert partial["color"] == pytest.approx((k - 1) / k) and partial["cell"] == pytest.approx((k - 2) / (k - 1))
+    assert partial["size"] == partial["shape"] == 1.0 and partial["objects_named"] == pytest.approx((k - 2) / k)
     reordered = ". ".join([scene_items(text)[0], *scene_items(text)[1:][::-1]])
     assert score_restatements([(spec, reordered)])["objects_named"] == 1.0
-    assert score_restatements([(spec, "")]) == {"n": 1, "summary_exact": 0.0, "background": 0.0, "objects_named": 0.0}
+    assert score_restatements([(spec, "")]) == {"n": 1, "summary_exact": 0.0, "background": 0.0, "objects_named": 0.0,
+                                                "color": 0.0, "size": 0.0, "shape": 0.0, "cell": 0.0}
     with pytest.raises(ValueError, match="no \\(spec, text\\) pairs"):
         score_restatements([])
 

@@ -177,7 +177,9 @@ def _restatement_scores(pipeline, split: str, n: int, out: Path) -> dict[str, fl
             f.write(json.dumps({"id": spec.id, "restated": text}) + "\n")
     scores = score_restatements(zip(specs, restated))
     print(f"[demo] rewriter on {n} {split} paragraphs: objects named exactly {scores['objects_named']:.3f}, "
-          f"background {scores['background']:.3f}, whole scene lists {scores['summary_exact']:.3f}", flush=True)
+          f"background {scores['background']:.3f}, whole scene lists {scores['summary_exact']:.3f}; colours named "
+          f"{scores['color']:.3f}, of those size / shape / cell right {scores['size']:.3f} / {scores['shape']:.3f} / "
+          f"{scores['cell']:.3f}", flush=True)
     return {f"rewriter/{k}": v for k, v in scores.items() if k != "n"}
 
 

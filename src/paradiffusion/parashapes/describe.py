@@ -42,10 +42,23 @@ def scene_items(text: str) -> list[str]:
     return [x.strip() for x in text.split(".") if x.strip()]
 
 
+def _parse_item(item: str) -> tuple[str, str, str, str] | None:
+    """"small red triangle at top" -> (size, color, shape, cell); None for anything else."""
+    words = item.split()
+    if len(words) != 5 or words[3] != "at":
+        return None
+    return words[0], words[1], words[2], words[4]
+
+
 def score_restatements(pairs: Iterable[tuple[Mapping[str, Any], str]]) -> dict[str, float]:
     """How well restatements match their scenes' scene lists: exact whole lists, right backgrounds, and the share of
-    objects named exactly (size, colour, shape and cell; order free, extra items ignored). `pairs`: (spec, text)."""
+    objects named exactly (size, colour, shape and cell; order free, extra items ignored). `pairs`: (spec, text).
+
+    Per attribute: `color` is the share of the scenes' objects whose colour the restatement names (colours are
+    unique within a scene), and `size` / `shape` / `cell` the share of those whose item also has the right size /
+    shape / cell: where a restatement goes wrong, beyond which objects it names."""
     n = exact = background = objects = named = 0
+    by_color = {"color": 0, "size": 0, "shape": 0, "cell": 0}
     for spec, text in pairs:
         truth, said = scene_items(scene_list(spec)), scene_items(text)
         n += 1
@@ -53,6 +66,16 @@ def score_restatements(pairs: Iterable[tuple[Mapping[str, Any], str]]) -> dict[s
         background += bool(said) and said[0] == truth[0]
         objects += len(truth) - 1
         named += len(set(truth[1:]) & set(said[1: len(truth)]))
+        parsed = {p[1]: p for p in map(_parse_item, said[1: len(truth)]) if p is not None}
+        for t in map(_parse_item, truth[1:]):
+            p = parsed.get(t[1])
+            if p is not None:
+                by_color["color"] += 1
+                by_color["size"] += p[0] == t[0]
+                by_color["shape"] += p[2] == t[2]
+                by_color["cell"] += p[3] == t[3]
     if n == 0:
         raise ValueError("score_restatements: no (spec, text) pairs")
-    return {"n": n, "summary_exact": exact / n, "background": background / n, "objects_named": named / max(1, objects)}
+    return {"n": n, "summary_exact": exact / n, "background": background / n, "objects_named": named / max(1, objects),
+            "color": by_color["color"] / max(1, objects),
+            **{k: by_color[k] / max(1, by_color["color"]) for k in ("size", "shape", "cell")}}
