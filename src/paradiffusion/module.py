@@ -48,7 +48,9 @@ class ParaDiffusion(L.LightningModule):
             defaults of `make_pipeline` users).
         text_rewriter: optional frozen causal LM that restates every paragraph before the text encoder reads it,
             in training and sampling alike (`paradiffusion.models.rewriter`; not the paper's recipe, which reads
-            the paragraph itself). `None` (default): the paragraph is read as it is.
+            the paragraph itself). Training batches that already carry text in its form (`batch["restated"]`, set by
+            the collate function for `data.train_text: scene_list`) are read as they are. `None` (default): the
+            paragraph is read as it is.
     """
 
     def __init__(
