@@ -131,3 +131,13 @@ def test_collator_pads_to_longest_and_counts_truncation():
     assert "spec" not in batch
     short = collate(items[:1])
     assert short["input_ids"].shape == (1, 4)  # dynamic padding: no padding to max_length
+    assert "restated" not in batch  # paragraphs: a model with a rewriter restates them
+
+
+def test_collator_marks_scene_lists_as_read_as_they_are_and_refuses_mixed_batches():
+    collate = ParagraphCollator(_ByteTokenizer(), max_length=64)
+    lists = [{"id": str(i), "text": "gray background. small red circle at top.", "text_kind": "scene_list",
+              "image": torch.zeros(3, 4, 4)} for i in range(2)]
+    assert collate(lists)["restated"] == [it["text"] for it in lists]
+    with pytest.raises(ValueError, match=r"mixes text kinds \['paragraph', 'scene_list'\]"):
+        collate([lists[0], {"id": "p", "text": "a paragraph", "image": torch.zeros(3, 4, 4)}])

@@ -102,10 +102,13 @@ def test_scene_list_and_restatement_scores():
     first = items[1].rsplit(" at ", 1)[0] + (" at center" if not items[1].endswith(" at center") else " at top")
     partial = score_restatements([(spec, ". ".join([items[0], first, *items[2:-1]]))])
     k = len(spec.objects)
+    assert k >= 2  # test scene 0 has 4 objects
     assert partial["color"] == pytest.approx((k - 1) / k) and partial["cell"] == pytest.approx((k - 2) / (k - 1))
     assert partial["size"] == partial["shape"] == 1.0 and partial["objects_named"] == pytest.approx((k - 2) / k)
     reordered = ". ".join([scene_items(text)[0], *scene_items(text)[1:][::-1]])
     assert score_restatements([(spec, reordered)])["objects_named"] == 1.0
+    twice = f"{items[0]}. {first}. {items[1]}"  # the same colour twice: the first item counts
+    assert score_restatements([(spec, twice)])["cell"] == 0.0
     assert score_restatements([(spec, "")]) == {"n": 1, "summary_exact": 0.0, "background": 0.0, "objects_named": 0.0,
                                                 "color": 0.0, "size": 0.0, "shape": 0.0, "cell": 0.0}
     with pytest.raises(ValueError, match="no \\(spec, text\\) pairs"):
@@ -168,6 +171,9 @@ def test_scene_list_in_mention_order_follows_the_paragraph():
         assert score_restatements([(spec, text)])["objects_named"] == 1.0  # scoring is order-free
     with pytest.raises(ValueError, match="order='alphabetical'"):
         scene_list(spec, order="alphabetical")
+    d = spec.to_dict()
+    d["mentions"] = [None, *d["mentions"][1:]]  # an unmentioned object goes last
+    assert scene_items(scene_list(d, order="mention"))[-1] == scene_items(scene_list(spec))[1]
     bare = {k: v for k, v in spec.to_dict().items() if k != "mentions"}
     with pytest.raises(ValueError, match=f"scene {spec.id}: order='mention' needs one `mentions` entry"):
         scene_list(bare, order="mention")
@@ -190,7 +196,8 @@ def test_training_on_scene_lists_reads_them_as_they_are_and_restates_only_paragr
     assert val["text"] == [s.paragraph for s in generate_split("val", 4, seed=0)] and "restated" not in val
     small = Stage3QualityData(train_text="scene_list", tokenizer=tok, n_train=4, batch_size=4, resolution=32)
     small.setup("fit")
-    assert next(iter(small.train_dataloader()))["restated"][0].endswith(".")  # the finite curated set too
+    curated = next(iter(small.train_dataloader()))  # the finite curated set too
+    assert curated["restated"] == [scene_list(s) for s in curated["spec"]]
     with pytest.raises(ValueError, match="train_text='scene_list' needs data.source='parashapes'"):
         Stage2AlignmentData(source="manifest", train_path="x.jsonl", train_text="scene_list")
     with pytest.raises(ValueError, match="train_text='captions'"):

@@ -34,7 +34,11 @@ class ParagraphCollator:
             "id": [it["id"] for it in items],
             **self.tokenize([it["text"] for it in items]),
         }
-        if items and all(it.get("text_kind") == "scene_list" for it in items):
+        kinds = {it.get("text_kind", "paragraph") for it in items}
+        if len(kinds) > 1:  # the module restates a batch whole or not at all
+            raise ValueError(f"a batch mixes text kinds {sorted(kinds)} (ids {batch['id'][:4]}...): a model with a "
+                             "text rewriter would restate the scene lists too")
+        if kinds == {"scene_list"}:
             # Already what a text rewriter writes (ParaShapes' oracle scene lists): a model with a rewriter reads it
             # as it is instead of restating it (`ParaDiffusion._text_inputs`).
             batch["restated"] = batch["text"]

@@ -117,6 +117,11 @@ class ImageTextDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.collator = self._make_collator()
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+        if self.train_text == "scene_list" and module is not None and getattr(module, "text_rewriter", None) is None:
+            log.warning("data.train_text=scene_list without a text rewriter: the model trains on scene lists but is "
+                        "validated, tested and sampled on the paragraphs themselves (add experiments/tiny/rewriter.yaml "
+                        "to read restatements)")
 
     def _parashapes(self, split: str, n: int | None, seed: int, style: str | None = None,
                     text: str = "paragraph") -> Dataset:
@@ -170,7 +175,7 @@ class ImageTextDataModule(L.LightningDataModule):
         return self._loader(self._parashapes(self.predict_split, self.n_predict, self.seed), shuffle=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "train_split": self.train_split}
+        return {"seed": self.seed, "train_split": self.train_split, "train_text": self.train_text}
 
 
 class Stage1PretrainData(ImageTextDataModule):

@@ -31,7 +31,9 @@ def scene_list(spec: Any, order: str = "spec") -> str:
         if mentions is None or len(mentions) != len(objects):
             raise ValueError(f"scene {d.get('id', '?')}: order='mention' needs one `mentions` entry per object "
                              f"(got {None if mentions is None else len(mentions)} for {len(objects)} objects)")
-        rank = sorted(range(len(objects)), key=lambda i: (mentions[i] is None, (mentions[i] or {}).get("word", 0), i))
+        # an entry without a word offset (None, or no "word") counts as unmentioned, as in SceneSpec.mention_words
+        words = [m.get("word") if isinstance(m, dict) else None for m in mentions]
+        rank = sorted(range(len(objects)), key=lambda i: (words[i] is None, words[i] or 0, i))
         objects = [objects[i] for i in rank]
     items = [f"{o['size']} {o['color']} {o['shape']} at {o['position']}" for o in objects]
     return ". ".join([f"{d['background']} background", *items]) + "."
@@ -54,9 +56,10 @@ def score_restatements(pairs: Iterable[tuple[Mapping[str, Any], str]]) -> dict[s
     """How well restatements match their scenes' scene lists: exact whole lists, right backgrounds, and the share of
     objects named exactly (size, colour, shape and cell; order free, extra items ignored). `pairs`: (spec, text).
 
-    Per attribute: `color` is the share of the scenes' objects whose colour the restatement names (colours are
-    unique within a scene), and `size` / `shape` / `cell` the share of those whose item also has the right size /
-    shape / cell: where a restatement goes wrong, beyond which objects it names."""
+    Per attribute: `color` is the share of the scenes' objects whose colour the restatement names in a well-formed
+    item ("<size> <colour> <shape> at <cell>"; colours are unique within a scene, and of two items with one colour
+    the first counts), and `size` / `shape` / `cell` the share of those whose item also has the right size / shape /
+    cell (0 when no colour is named): where a restatement goes wrong, beyond which objects it names."""
     n = exact = background = objects = named = 0
     by_color = {"color": 0, "size": 0, "shape": 0, "cell": 0}
     for spec, text in pairs:
@@ -66,7 +69,10 @@ def score_restatements(pairs: Iterable[tuple[Mapping[str, Any], str]]) -> dict[s
         background += bool(said) and said[0] == truth[0]
         objects += len(truth) - 1
         named += len(set(truth[1:]) & set(said[1: len(truth)]))
-        parsed = {p[1]: p for p in map(_parse_item, said[1: len(truth)]) if p is not None}
+        parsed: dict[str, tuple[str, str, str, str]] = {}
+        for p in map(_parse_item, said[1: len(truth)]):
+            if p is not None:
+                parsed.setdefault(p[1], p)
         for t in map(_parse_item, truth[1:]):
             p = parsed.get(t[1])
             if p is not None:
