@@ -2,12 +2,13 @@
 
     python scripts/read_through.py --config runs/s9/chain/stage3/run/config.yaml \\
         --ckpt_path runs/s9/chain/stage3/run/checkpoints/last.ckpt --split test --n 96 \\
-        [--rewriter runs/tiny/rewriter/hf] --out runs/read_through
+        [--rewriter runs/tiny/rewriter/hf | --oracle] --out runs/read_through
 
 The same sampling, seeds, chance rows and restatement scores as the demo's per-stage evaluation
 (`paradiffusion.demo._evaluate`: DPM-Solver++ 20 steps, CFG 3, EMA weights, image i with seed i). The rewriter's
-weights are never in checkpoints, so `--rewriter` swaps it without touching the trained model. Appends one JSON row
-to `<out>/rows.jsonl`.
+weights are never in checkpoints, so `--rewriter` swaps it without touching the trained model. `--oracle` reads each
+scene's canonical scene list instead (no rewriter): what the model draws from a perfect restatement, i.e. the cap a
+better rewriter could reach with this UNet. Appends one JSON row to `<out>/rows.jsonl`.
 """
 from __future__ import annotations
 
@@ -21,11 +22,25 @@ from paradiffusion import demo
 from paradiffusion.cli import load_module
 
 
+def _oracle(module, name: str, out: Path, n: int, split: str) -> dict[str, float]:
+    """`demo._evaluate`'s sampling and scoring, each scene worded by its canonical scene list."""
+    from paradiffusion.evaluate import SamplingSettings, evaluate_split
+    from paradiffusion.parashapes.describe import scene_list
+
+    scores = evaluate_split(module.make_pipeline(use_ema=True), split, n=n, seed=0, settings=SamplingSettings(),
+                            out_dir=out / "eval" / f"{name}-{split}-oracle", describe=scene_list)
+    print(f"[read_through] {name}: {n} {split} scenes from their scene lists: "
+          + ", ".join(f"{k}={scores[k]:.3f}" for k in demo.HEADLINE), flush=True)
+    return scores
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", action="append", required=True, help="the run's config.yaml (repeatable)")
     p.add_argument("--ckpt_path", required=True)
-    p.add_argument("--rewriter", help="read through this rewriter LM directory instead of the run's own")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rewriter", help="read through this rewriter LM directory instead of the run's own")
+    group.add_argument("--oracle", action="store_true", help="read the scenes' oracle scene lists (no rewriter)")
     p.add_argument("--split", default="test")
     p.add_argument("--n", type=int, default=96)
     p.add_argument("--name", default="read_through")
@@ -41,9 +56,13 @@ def main() -> None:
             configs.append(str(override))
         t0 = time.time()
         module = load_module(configs, a.ckpt_path)
-    rewriter = module.text_rewriter.pretrained if module.text_rewriter is not None else None
+    if a.oracle:
+        module.text_rewriter = None
+    rewriter = "oracle scene lists" if a.oracle else (
+        module.text_rewriter.pretrained if module.text_rewriter is not None else None)
     a.out.mkdir(parents=True, exist_ok=True)
-    scores = demo._evaluate(module, a.name, a.out, a.n, split=a.split)
+    scores = (_oracle(module, a.name, a.out, a.n, a.split) if a.oracle
+              else demo._evaluate(module, a.name, a.out, a.n, split=a.split))
     row = {"name": a.name, "config": configs[: len(a.config)], "ckpt_path": a.ckpt_path, "rewriter": rewriter,
            "split": a.split, "n": a.n, "minutes": (time.time() - t0) / 60,
            **{k: v for k, v in scores.items() if "/by_" not in k}}

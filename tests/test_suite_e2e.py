@@ -218,6 +218,13 @@ def test_demo_rewriter_option_trains_a_rewriter_and_reads_its_restatements(tmp_p
         runpy.run_path(str(REPO / "scripts" / "read_through.py"), run_name="__main__")
     row = json.loads((tmp_path / "rt" / "rows.jsonl").read_text())
     assert row["rewriter"] == str(other) and row["n"] == 2 and 0.0 <= row["rewriter/objects_named"] <= 1.0
+    # --oracle: the same model given the scenes' scene lists, no rewriter
+    with mock.patch.object(sys, "argv", argv[:5] + ["--oracle", *argv[7:]]):
+        runpy.run_path(str(REPO / "scripts" / "read_through.py"), run_name="__main__")
+    oracle = json.loads((tmp_path / "rt" / "rows.jsonl").read_text().splitlines()[1])
+    assert oracle["rewriter"] == "oracle scene lists" and "rewriter/objects_named" not in oracle
+    assert 0.0 <= oracle["object_exact"] <= 1.0 and "chance/object_exact" in oracle
+    assert (tmp_path / "rt" / "eval" / "read_through-test-oracle" / "specs.jsonl").is_file()
 
 
 def test_demo_steps_and_rewriter_settings_are_checked(tmp_path):
