@@ -22,18 +22,6 @@ from paradiffusion import demo
 from paradiffusion.cli import load_module
 
 
-def _oracle(module, name: str, out: Path, n: int, split: str) -> dict[str, float]:
-    """`demo._evaluate`'s sampling and scoring, each scene worded by its canonical scene list."""
-    from paradiffusion.evaluate import SamplingSettings, evaluate_split
-    from paradiffusion.parashapes.describe import scene_list
-
-    scores = evaluate_split(module.make_pipeline(use_ema=True), split, n=n, seed=0, settings=SamplingSettings(),
-                            out_dir=out / "eval" / f"{name}-{split}-oracle", describe=scene_list)
-    print(f"[read_through] {name}: {n} {split} scenes from their scene lists: "
-          + ", ".join(f"{k}={scores[k]:.3f}" for k in demo.HEADLINE), flush=True)
-    return scores
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", action="append", required=True, help="the run's config.yaml (repeatable)")
@@ -56,13 +44,15 @@ def main() -> None:
             configs.append(str(override))
         t0 = time.time()
         module = load_module(configs, a.ckpt_path)
-    if a.oracle:
-        module.text_rewriter = None
-    rewriter = "oracle scene lists" if a.oracle else (
-        module.text_rewriter.pretrained if module.text_rewriter is not None else None)
     a.out.mkdir(parents=True, exist_ok=True)
-    scores = (_oracle(module, a.name, a.out, a.n, a.split) if a.oracle
-              else demo._evaluate(module, a.name, a.out, a.n, split=a.split))
+    if a.oracle:
+        from paradiffusion.parashapes.describe import scene_list
+
+        module.text_rewriter, rewriter = None, "oracle scene lists"
+        scores = demo._evaluate(module, f"{a.name}-oracle", a.out, a.n, split=a.split, describe=scene_list)
+    else:
+        rewriter = module.text_rewriter.pretrained if module.text_rewriter is not None else None
+        scores = demo._evaluate(module, a.name, a.out, a.n, split=a.split)
     row = {"name": a.name, "config": configs[: len(a.config)], "ckpt_path": a.ckpt_path, "rewriter": rewriter,
            "split": a.split, "n": a.n, "minutes": (time.time() - t0) / 60,
            **{k: v for k, v in scores.items() if "/by_" not in k}}

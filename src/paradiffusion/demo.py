@@ -152,12 +152,13 @@ def _args(stage: Stage, root: Path, budget: str, steps: dict[str, int] | None = 
     return args
 
 
-def _evaluate(module, name: str, root: Path, n: int, split: str = "heldout") -> dict[str, float]:
+def _evaluate(module, name: str, root: Path, n: int, split: str = "heldout", describe=None) -> dict[str, float]:
+    """Sample and score `n` paragraphs of `split` (or the scenes worded by `describe(spec_dict)`)."""
     pipeline = module.make_pipeline(use_ema=True)
     t0 = time.time()
     out = root / "eval" / (name if split == "heldout" else f"{name}-{split}")
-    scores = evaluate_split(pipeline, split, n=n, seed=0, settings=SamplingSettings(), out_dir=out)
-    if pipeline.text_rewriter is not None:  # how well the rewriter restated these paragraphs (cached: no new work)
+    scores = evaluate_split(pipeline, split, n=n, seed=0, settings=SamplingSettings(), out_dir=out, describe=describe)
+    if pipeline.text_rewriter is not None and describe is None:  # how well it restated them (cached: no new work)
         scores.update(_restatement_scores(pipeline, split, n, out))
     print(f"[demo] {name}: sampled and scored {n} {split} paragraphs in {time.time() - t0:.0f}s: "
           + ", ".join(f"{k}={scores[k]:.3f}" for k in HEADLINE if k in scores)
