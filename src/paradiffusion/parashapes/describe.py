@@ -27,7 +27,7 @@ def scene_list(spec: Any, order: str = "spec") -> str:
     d = spec.to_dict() if hasattr(spec, "to_dict") else spec
     objects = list(d["objects"])
     if order == "mention":
-        mentions = d.get("mentions", d.get("extra", {}).get("mentions"))
+        mentions = d.get("mentions")  # SceneSpec.to_dict and the JSONL files keep them at the top level
         if mentions is None or len(mentions) != len(objects):
             raise ValueError(f"scene {d.get('id', '?')}: order='mention' needs one `mentions` entry per object "
                              f"(got {None if mentions is None else len(mentions)} for {len(objects)} objects)")
