@@ -80,9 +80,11 @@ def _rewriter_setting(value: str) -> tuple[bool, Path | None]:
 
 def _train_text_setting(value: str) -> str:
     """DEMO_TRAIN_TEXT: what stages 2-3 train on, `paragraph` (default) or `scene_list`."""
+    from paradiffusion.parashapes.dataset import TEXT_KINDS  # the kinds a ParaShapes dataset can pair with images
+
     value = value.strip() or "paragraph"
-    if value not in ("paragraph", "scene_list"):
-        raise SystemExit(f"DEMO_TRAIN_TEXT={value}: expected 'paragraph' or 'scene_list'")
+    if value not in TEXT_KINDS:
+        raise SystemExit(f"DEMO_TRAIN_TEXT={value}: expected one of {TEXT_KINDS}")
     return value
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from paradiffusion.data.collate import ParagraphCollator
 from paradiffusion.data.sources import ManifestDataset, ParaShapesFolder, WebDatasetSource
+from paradiffusion.parashapes.dataset import TEXT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ class ImageTextDataModule(L.LightningDataModule):
         self.collator: ParagraphCollator | None = None
         if source != "parashapes" and not train_path:
             raise ValueError(f"data.source={source!r} needs data.train_path")
-        if train_text not in ("paragraph", "scene_list"):
-            raise ValueError(f"data.train_text={train_text!r}: expected 'paragraph' or 'scene_list'")
+        if train_text not in TEXT_KINDS:
+            raise ValueError(f"data.train_text={train_text!r}: expected one of {TEXT_KINDS}")
         if train_text == "scene_list" and source != "parashapes":
             raise ValueError(f"data.train_text='scene_list' needs data.source='parashapes' (scene lists are written "
                              f"from known scenes); got source={source!r}")
