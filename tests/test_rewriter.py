@@ -213,3 +213,41 @@ def test_training_on_scene_lists_reads_them_as_they_are_and_restates_only_paragr
                 num_sanity_val_steps=0)
     t.fit(module, datamodule=dm)
     assert sorted(restated) == sorted(s.paragraph for s in generate_split("val", 4, seed=0))  # never a scene list
+
+
+def test_validation_also_draws_from_oracle_lists_when_training_on_them(lm_dir, tmp_path):
+    # SampleAndScore logs val/oracle_<metric> when the model has a rewriter and trains on scene lists: the same
+    # scenes drawn from their scene lists with the rewriter bypassed (restored afterwards), i.e. the UNet's own cap.
+    from test_model_module import make_module, trainer
+
+    from paradiffusion.callbacks import SampleAndScore
+    from paradiffusion.data.stages import Stage2AlignmentData
+    from paradiffusion.models.testing import build_tiny_tokenizer
+
+    tok = str(build_tiny_tokenizer(tmp_path / "tok"))
+    rewriter = TextRewriter(str(lm_dir), max_new_tokens=4)
+    restated, encoded = [], []
+    real = rewriter._generate
+    rewriter._generate = lambda chunk: restated.extend(chunk) or real(chunk)
+    module = make_module(tok, text_rewriter=rewriter)
+    real_tokenize = module.text_encoder.tokenize
+    module.text_encoder.tokenize = lambda texts, **kw: encoded.extend(texts) or real_tokenize(texts, **kw)
+
+    def fit(train_text, oracle_lists=None):
+        restated.clear(), encoded.clear()
+        callback = SampleAndScore(n=2, num_inference_steps=2, text_use_n=0, oracle_lists=oracle_lists)
+        dm = Stage2AlignmentData(train_text=train_text, tokenizer=tok, batch_size=2, n_val=2, resolution=32)
+        t = trainer(tmp_path / train_text, max_steps=1, enable_checkpointing=False, limit_val_batches=1,
+                    val_check_interval=1, num_sanity_val_steps=0, callbacks=[callback])
+        t.fit(module, datamodule=dm)
+        return t.callback_metrics
+
+    metrics = fit("scene_list")
+    specs = generate_split("val", 2, seed=1234)  # the callback's fixed scenes
+    assert {"val/object_exact", "val/oracle_object_exact", "val/oracle_scene_exact"} <= set(metrics)
+    assert all(scene_list(s) in encoded for s in specs)  # the oracle samples read the scene lists themselves
+    assert all(s.paragraph in restated for s in specs) and not any(scene_list(s) in restated for s in specs)
+    assert module.text_rewriter is rewriter
+    # off by default when training on paragraphs; on when asked
+    assert "val/oracle_object_exact" not in fit("paragraph")
+    assert "val/oracle_object_exact" in fit("paragraph", oracle_lists=True)

@@ -133,6 +133,15 @@ def test_learning_curve_reads_the_run(demo_run, tmp_path):
         learning_curve(tmp_path)
 
 
+def test_analysis_cli_picks_metrics(demo_run, tmp_path, capsys):
+    from paradiffusion import analysis
+
+    assert analysis.main([str(demo_run), "--metrics", "presence", "text_use", "--out", str(tmp_path / "c.png")]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == "| stage | step | minutes | presence | text_use |"
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
 def test_text_dependence_probe_on_a_saved_run(demo_run):
     from paradiffusion.cli import load_module
     from paradiffusion.evaluate import text_dependence

@@ -7,7 +7,8 @@ measured from the earliest event under the directory, so they include everything
 
     python -m paradiffusion.analysis runs/full --out docs/img/full_curve.png
 
-prints the curve as a Markdown table (one row per validation) and writes the figure.
+prints the curve as a Markdown table (one row per validation) and writes the figure; ``--metrics`` picks the
+``val/<metric>`` series (e.g. ``oracle_object_exact``, logged by runs that train on scene lists).
 """
 from __future__ import annotations
 
@@ -137,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m paradiffusion.analysis", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="run directory (e.g. runs/demo)")
     p.add_argument("--out", help="write the learning-curve figure here (PNG)")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="val/<metric> names for the table and the figure (default: the faithfulness metrics and "
+                        "text use), e.g. object_exact oracle_object_exact oracle_position")
     a = p.parse_args(argv)
-    print(markdown_table(learning_curve(a.run)))
+    metrics = tuple(a.metrics) if a.metrics else CURVE_METRICS
+    print(markdown_table(learning_curve(a.run, metrics), metrics))
     if a.out:
-        plot_learning_curve(a.run, a.out)
+        plot_learning_curve(a.run, a.out, *([tuple(m for m in metrics if m != "text_use")] if a.metrics else []))
         print(f"figure: {a.out}")
     return 0
 

@@ -25,6 +25,11 @@ class SampleAndScore(Callback):
     rank computes the same numbers (same paragraphs, same seeds), so logged values agree across DDP ranks without
     a gather.
 
+    With ``oracle_lists`` (default: whenever the model has a text rewriter and the datamodule trains on scene lists,
+    ``data.train_text=scene_list``) it also draws the same scenes from their canonical scene lists, bypassing the
+    rewriter, and logs ``val/oracle_<metric>``: what the model draws from a perfect restatement. The gap between
+    ``val/<metric>`` and ``val/oracle_<metric>`` is the rewriter's share of the errors, the oracle score the UNet's.
+
     With ``text_use_n > 0`` it also logs ``val/text_use``: the denoising loss with shuffled paragraphs over the loss
     with the true ones on ``text_use_n`` ``split`` images (see :func:`paradiffusion.evaluate.text_dependence`;
     1.00 = the model ignores its text), and ``val/text_use_<train split>`` on the text style the stage trains on
@@ -43,8 +48,10 @@ class SampleAndScore(Callback):
         use_ema: bool = True,
         every_n_validations: int = 1,
         text_use_n: int = 64,
+        oracle_lists: bool | None = None,
     ):
         self.split, self.n, self.seed, self.use_ema = split, n, seed, use_ema
+        self.oracle_lists = oracle_lists
         self.text_use_n = text_use_n
         self.settings = SamplingSettings(num_inference_steps, guidance_scale, sampler, batch_size=n)
         self.every_n_validations = every_n_validations
@@ -70,12 +77,31 @@ class SampleAndScore(Callback):
         scores = score(images, specs)
         headline = {f"val/{k}": scores[k] for k in HEADLINE if k in scores}
         headline.update(self._text_use(trainer, pl_module))
+        oracle = self._oracle_scores(pipeline, specs) if self._use_oracle_lists(trainer, pipeline) else {}
+        headline.update({f"val/oracle_{k}": v for k, v in oracle.items() if k in HEADLINE})
         pl_module.log_dict(headline, sync_dist=False)
         # `trainer.log_dir` is a collective under DDP (rank 0 broadcasts it): every rank must ask, not only rank 0.
         log_dir = trainer.log_dir or trainer.default_root_dir
         restated = pipeline.restate([s.paragraph for s in specs]) if pipeline.text_rewriter is not None else None
         if trainer.is_global_zero:
-            self._write(trainer, log_dir, images, specs, scores, restated)
+            self._write(trainer, log_dir, images, specs, {**scores, **{f"oracle_{k}": v for k, v in oracle.items()}},
+                        restated)
+
+    def _use_oracle_lists(self, trainer: L.Trainer, pipeline) -> bool:
+        if self.oracle_lists is not None:
+            return self.oracle_lists
+        return pipeline.text_rewriter is not None and getattr(trainer.datamodule, "train_text", None) == "scene_list"
+
+    def _oracle_scores(self, pipeline, specs) -> dict[str, float]:
+        """The same scenes and seeds drawn from their scene lists with no rewriter, scored."""
+        from paradiffusion.parashapes.describe import scene_list
+
+        rewriter, pipeline.text_rewriter = pipeline.text_rewriter, None
+        try:
+            images = sample(pipeline, [scene_list(s) for s in specs], self.settings, seed=self.seed)  # (N, 3, R, R)
+        finally:
+            pipeline.text_rewriter = rewriter
+        return score(images, specs)
 
     def _text_use(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Shuffled/true denoising loss on the validation text style and, if different, the training one."""
