@@ -59,6 +59,30 @@ class Summariser:
         return self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split(CUE.strip())[0].strip()
 
 
+def cells_by_mention_rank(specs, said: list[str]) -> list[float]:
+    """Share of the objects the paragraphs mention k-th (k = 0, 1, ...) whose cell the restatement gets right: the
+    item naming the object's colour (the first such item) says its cell; no such item counts as wrong. The first
+    mentioned object is always placed absolutely, so rank 0 shows whether the rewriter reads even explicit cells."""
+    from paradiffusion.parashapes.describe import scene_items
+
+    right: list[int] = []
+    total: list[int] = []
+    for spec, text in zip(specs, said):
+        cells: dict[str, str] = {}
+        for item in scene_items(text)[1:]:
+            w = item.split()
+            if len(w) == 5 and w[3] == "at":
+                cells.setdefault(w[1], w[4])
+        words = spec.mention_words()
+        ranked = sorted((w, i) for i, w in enumerate(words) if w is not None)
+        for k, (_, i) in enumerate(ranked):
+            if k >= len(total):
+                right.append(0), total.append(0)
+            total[k] += 1
+            right[k] += cells.get(spec.objects[i].color) == spec.objects[i].position
+    return [round(r / t, 3) for r, t in zip(right, total)]
+
+
 def evaluate(lm_dir: str, split: str, n: int, device: str = "cpu") -> dict:
     """Greedy restatements of `n` paragraphs of `split` (batched: `paradiffusion.models.rewriter.TextRewriter`, which
     equals `Summariser` row by row, tests/test_rewriter.py), scored against the oracle scene lists."""
@@ -68,6 +92,7 @@ def evaluate(lm_dir: str, split: str, n: int, device: str = "cpu") -> dict:
     specs = generate_split(split, n, seed=0)
     said = TextRewriter(lm_dir, response_template=CUE, max_new_tokens=80).to(device)([s.paragraph for s in specs])
     row = score_restatements(zip(specs, said))
+    row["cell_by_mention_rank"] = cells_by_mention_rank(specs, said)
     truth = scene_list(specs[0].to_dict())
     example = {"said": ". ".join(scene_items(said[0])[: len(scene_items(truth))]), "truth": ". ".join(scene_items(truth))}
     return {"lm": lm_dir, "split": split, **row, "example": example}
