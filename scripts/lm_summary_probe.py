@@ -63,16 +63,14 @@ def cells_by_mention_rank(specs, said: list[str]) -> list[float]:
     """Share of the objects the paragraphs mention k-th (k = 0, 1, ...) whose cell the restatement gets right: the
     item naming the object's colour (the first such item) says its cell; no such item counts as wrong. The first
     mentioned object is always placed absolutely, so rank 0 shows whether the rewriter reads even explicit cells."""
-    from paradiffusion.parashapes.describe import scene_items
+    from paradiffusion.parashapes.describe import parse_item, scene_items
 
     right: list[int] = []
     total: list[int] = []
     for spec, text in zip(specs, said):
         cells: dict[str, str] = {}
-        for item in scene_items(text)[1:]:
-            w = item.split()
-            if len(w) == 5 and w[3] == "at":
-                cells.setdefault(w[1], w[4])
+        for parsed in filter(None, map(parse_item, scene_items(text)[1:])):
+            cells.setdefault(parsed[1], parsed[3])  # colour -> cell
         words = spec.mention_words()
         ranked = sorted((w, i) for i, w in enumerate(words) if w is not None)
         for k, (_, i) in enumerate(ranked):

@@ -88,15 +88,19 @@ def markdown_table(rows: list[dict], metrics: Sequence[str] = CURVE_METRICS) -> 
     return "\n".join(lines)
 
 
-def plot_learning_curve(root: str | Path, out: str | Path, metrics: Sequence[str] = ("object_exact", "presence",
-                                                                                     "position", "size", "shape")):
-    """Validation faithfulness vs. minutes (lines), plus the demo's per-stage evaluations from ``summary.json``
-    (markers at each stage's end, heldout and test paragraphs). Returns the matplotlib figure."""
+PLOT_METRICS = ("object_exact", "presence", "position", "size", "shape")
+
+
+def plot_learning_curve(root: str | Path, out: str | Path, metrics: Sequence[str] | None = None):
+    """Validation faithfulness vs. minutes (lines; ``metrics``, default ``PLOT_METRICS``), plus the demo's per-stage
+    evaluations from ``summary.json`` (markers at each stage's end, heldout and test paragraphs) and ``val/text_use``
+    on its own axis. Returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metrics = tuple(m for m in (metrics or PLOT_METRICS) if m != "text_use")  # text use: the right axis below
     root = Path(root)
     loaded = _load(root)  # read the event files once for the curve and the stage boundaries
     rows = learning_curve(root, metrics, loaded)
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = tuple(a.metrics) if a.metrics else CURVE_METRICS
     print(markdown_table(learning_curve(a.run, metrics), metrics))
     if a.out:
-        plot_learning_curve(a.run, a.out, *([tuple(m for m in metrics if m != "text_use")] if a.metrics else []))
+        plot_learning_curve(a.run, a.out, a.metrics)
         print(f"figure: {a.out}")
     return 0
 

@@ -44,7 +44,7 @@ def scene_items(text: str) -> list[str]:
     return [x.strip() for x in text.split(".") if x.strip()]
 
 
-def _parse_item(item: str) -> tuple[str, str, str, str] | None:
+def parse_item(item: str) -> tuple[str, str, str, str] | None:
     """"small red triangle at top" -> (size, color, shape, cell); None for anything else."""
     words = item.split()
     if len(words) != 5 or words[3] != "at":
@@ -70,10 +70,10 @@ def score_restatements(pairs: Iterable[tuple[Mapping[str, Any], str]]) -> dict[s
         objects += len(truth) - 1
         named += len(set(truth[1:]) & set(said[1: len(truth)]))
         parsed: dict[str, tuple[str, str, str, str]] = {}
-        for p in map(_parse_item, said[1: len(truth)]):
+        for p in map(parse_item, said[1: len(truth)]):
             if p is not None:
                 parsed.setdefault(p[1], p)
-        for t in map(_parse_item, truth[1:]):
+        for t in map(parse_item, truth[1:]):
             p = parsed.get(t[1])
             if p is not None:
                 by_color["color"] += 1
