@@ -61,23 +61,23 @@ class Summariser:
 
 def cells_by_mention_rank(specs, said: list[str]) -> list[float]:
     """Share of the objects the paragraphs mention k-th (k = 0, 1, ...) whose cell the restatement gets right: the
-    item naming the object's colour (the first such item) says its cell; no such item counts as wrong. The first
-    mentioned object is always placed absolutely, so rank 0 shows whether the rewriter reads even explicit cells."""
-    from paradiffusion.parashapes.describe import parse_item, scene_items
+    item naming the object's colour says its cell, read as `score_restatements` reads it (`restated_objects`: as
+    many items as the scene has objects, the first of a colour); no such item counts as wrong. The first mentioned
+    object is always placed absolutely, so rank 0 shows whether the rewriter reads even explicit cells."""
+    from paradiffusion.parashapes.describe import restated_objects
 
     right: list[int] = []
     total: list[int] = []
     for spec, text in zip(specs, said):
-        cells: dict[str, str] = {}
-        for parsed in filter(None, map(parse_item, scene_items(text)[1:])):
-            cells.setdefault(parsed[1], parsed[3])  # colour -> cell
+        named = restated_objects(spec, text)
         words = spec.mention_words()
         ranked = sorted((w, i) for i, w in enumerate(words) if w is not None)
         for k, (_, i) in enumerate(ranked):
             if k >= len(total):
                 right.append(0), total.append(0)
             total[k] += 1
-            right[k] += cells.get(spec.objects[i].color) == spec.objects[i].position
+            obj = spec.objects[i]
+            right[k] += obj.color in named and named[obj.color][3] == obj.position
     return [round(r / t, 3) for r, t in zip(right, total)]
 
 

@@ -11,7 +11,7 @@ import torch
 from helpers import random_lm_dir
 from paradiffusion.models.rewriter import TextRewriter
 from paradiffusion.parashapes import generate_split
-from paradiffusion.parashapes.describe import scene_items, scene_list, score_restatements
+from paradiffusion.parashapes.describe import restated_objects, scene_items, scene_list, score_restatements
 
 COMMITTED = Path(__file__).parents[1] / "docs" / "probes" / "summary_lm_2x128"
 PARAS = ["a red circle at the top left", "two squares: a blue one at the bottom and a green one at the right, "
@@ -113,6 +113,26 @@ def test_scene_list_and_restatement_scores():
                                                 "color": 0.0, "size": 0.0, "shape": 0.0, "cell": 0.0}
     with pytest.raises(ValueError, match="no \\(spec, text\\) pairs"):
         score_restatements([])
+
+
+def test_restated_objects_reads_as_many_items_as_the_scene_has_objects():
+    spec = generate_split("test", 1, seed=0)[0]
+    items = scene_items(scene_list(spec))
+    k = len(spec.objects)
+    truth = {o.color: (o.size, o.color, o.shape, o.position) for o in spec.objects}
+    assert restated_objects(spec, scene_list(spec)) == truth
+    assert restated_objects(spec.to_dict(), scene_list(spec)) == truth  # a spec dict (JSONL) reads the same
+    # an object the rewriter writes only after k items is not read: extra guesses earn nothing
+    other = next(c for c in ("red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink") if c not in truth)
+    late = ". ".join([items[0], *items[2:], f"small {other} circle at center", items[1]])
+    assert set(restated_objects(spec, late)) == set(truth) - {spec_color(items[1])} | {other}
+    # malformed items are skipped but still use up a place
+    assert restated_objects(spec, ". ".join([items[0], "a red thing", *items[1:]])).keys() == \
+        {spec_color(x) for x in items[1:k]}
+
+
+def spec_color(item: str) -> str:
+    return item.split()[1]
 
 
 def test_module_trains_on_restatements_and_exports_the_rewriter(lm_dir, tmp_path):

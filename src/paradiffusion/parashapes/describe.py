@@ -52,6 +52,20 @@ def parse_item(item: str) -> tuple[str, str, str, str] | None:
     return words[0], words[1], words[2], words[4]
 
 
+def restated_objects(spec: Any, text: str) -> dict[str, tuple[str, str, str, str]]:
+    """Colour -> (size, colour, shape, cell) of the objects a restatement `text` names for `spec`'s scene.
+
+    Only as many items as the scene has objects are read, after the background: a rewriter gains nothing by
+    writing extra guesses. Colours are unique within a scene, so an item is matched to its object by colour; of
+    two items with one colour the first counts, and malformed items are ignored."""
+    n_objects = len(spec["objects"] if isinstance(spec, Mapping) else spec.objects)
+    named: dict[str, tuple[str, str, str, str]] = {}
+    for parsed in map(parse_item, scene_items(text)[1: n_objects + 1]):
+        if parsed is not None:
+            named.setdefault(parsed[1], parsed)
+    return named
+
+
 def score_restatements(pairs: Iterable[tuple[Mapping[str, Any], str]]) -> dict[str, float]:
     """How well restatements match their scenes' scene lists: exact whole lists, right backgrounds, and the share of
     objects named exactly (size, colour, shape and cell; order free, extra items ignored). `pairs`: (spec, text).
@@ -69,10 +83,7 @@ def score_restatements(pairs: Iterable[tuple[Mapping[str, Any], str]]) -> dict[s
         background += bool(said) and said[0] == truth[0]
         objects += len(truth) - 1
         named += len(set(truth[1:]) & set(said[1: len(truth)]))
-        parsed: dict[str, tuple[str, str, str, str]] = {}
-        for p in map(parse_item, said[1: len(truth)]):
-            if p is not None:
-                parsed.setdefault(p[1], p)
+        parsed = restated_objects(spec, text)
         for t in map(parse_item, truth[1:]):
             p = parsed.get(t[1])
             if p is not None:
