@@ -152,3 +152,22 @@ def test_overfit_probe_learns_captions_with_uniform_loss(tmp_path, monkeypatch):
     lm = random_lm_dir(tmp_path / "lm", hidden_size=256)
     out = probe.overfit_text_probe(str(lm), steps=300, extra=["--model.init_args.min_snr_gamma=null"])
     assert out["shuffled_over_true"] > 1.2, out
+
+
+def test_validating_does_not_change_what_training_draws(tok_dir, tmp_path):
+    """Two runs that differ only in validating every 2 steps or never end with the same weights: validation (its
+    loader, its samples) draws nothing from the global random streams the training steps use."""
+    from paradiffusion.data.stages import Stage2AlignmentData
+
+    weights = []
+    for validate in (True, False):
+        L.seed_everything(0)
+        module = make_module(tok_dir)
+        data = Stage2AlignmentData(tokenizer=str(tok_dir), batch_size=4, n_val=4, resolution=32)
+        t = trainer(tmp_path / str(validate), max_steps=5, enable_checkpointing=False, num_sanity_val_steps=0,
+                    check_val_every_n_epoch=None, val_check_interval=2, limit_val_batches=1 if validate else 0)
+        t.fit(module, datamodule=data)
+        assert t.global_step == 5
+        weights.append({k: v.detach().clone() for k, v in module.trainable_named_parameters().items()})
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

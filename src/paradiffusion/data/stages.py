@@ -17,6 +17,7 @@ import logging
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from paradiffusion.data.collate import ParagraphCollator
@@ -161,6 +162,9 @@ class ImageTextDataModule(L.LightningDataModule):
             collate_fn=self.collator,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle and not iterable,
+            # An evaluation loader draws its workers' base seed from its own generator: from the global one, every
+            # validation would shift the noise and timesteps of all later training steps.
+            generator=None if shuffle else torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -228,7 +228,9 @@ class LMTextDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "call setup() first"
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        # its own generator: drawn from the global one, every validation would reshuffle later training batches
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers,
+                          generator=torch.Generator().manual_seed(self.hparams.seed))
 
 
 def unigram_perplexity(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> float:
