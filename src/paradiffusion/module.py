@@ -4,15 +4,15 @@ Parts are injected (LightningCLI dependency injection); see `experiments/model/*
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import random
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.seed import isolate_rng
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
@@ -319,12 +319,13 @@ class ParaDiffusion(L.LightningModule):
         # would change its trajectory. (Measured before the evaluation loaders got their own generators: runs
         # validating every 10 steps and never parted at step 10.) The loaders and samplers draw from their own
         # seeded generators; this fence covers whatever else a callback or library draws.
-        self.__dict__["_train_rng"] = _rng_state()
+        fence = self.__dict__["_rng_fence"] = contextlib.ExitStack()
+        fence.enter_context(isolate_rng())  # Lightning's save/restore of the torch, CUDA, Python and NumPy streams
 
     def on_validation_end(self) -> None:
-        state = self.__dict__.pop("_train_rng", None)
-        if state is not None:
-            _set_rng_state(state)
+        fence = self.__dict__.pop("_rng_fence", None)
+        if fence is not None:
+            fence.close()  # restores the streams as they were when validation started
 
     def on_validation_epoch_start(self) -> None:
         self._swap_ema_in()  # validation loss and samples use the EMA weights
@@ -395,17 +396,3 @@ class ParaDiffusion(L.LightningModule):
                     p.copy_(self.__dict__["_raw_backup"][k])
             text_encoder, unet = copies["text_encoder"], copies["unet"]
         return ParaDiffusionPipeline(text_encoder, unet, self.noise_scheduler, self.vae, text_rewriter=self.text_rewriter)
-
-
-def _rng_state() -> dict[str, Any]:
-    """The global random streams a training step may draw from (torch CPU and CUDA, Python, NumPy)."""
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if state["cuda"] is not None:
-        torch.cuda.set_rng_state_all(state["cuda"])
