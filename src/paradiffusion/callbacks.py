@@ -1,15 +1,18 @@
-"""Training callbacks: sample fixed validation paragraphs with the EMA weights and score their faithfulness."""
+"""Training callbacks: sample fixed validation paragraphs with the EMA weights and score their faithfulness; stop or
+skip a step whose loss or gradient is not finite (`NonFiniteGuard`)."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from paradiffusion.checks import NonFiniteError
 from paradiffusion.evaluate import SamplingSettings, make_grid, sample, score, text_dependence, to_pil
 
 log = logging.getLogger(__name__)
@@ -159,3 +162,156 @@ class ParameterChecksum(Callback):
         out = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"param_checksum_rank{trainer.global_rank}.json").write_text(json.dumps(record) + "\n")
+
+
+class NonFiniteGuard(Callback):
+    """A non-finite loss or gradient never reaches the weights, the EMA or a checkpoint.
+
+    Checked once per optimizer step, after backward and before gradient clipping and ``optimizer.step`` (every
+    micro-batch's loss under gradient accumulation; the gradients after DDP's all-reduce; the decision is agreed
+    across ranks, so all stop or skip together):
+
+    * ``action="stop"`` (default): raise :class:`paradiffusion.checks.NonFiniteError` naming the step, the batch ids
+      and the first bad loss or gradient; ``paradiffusion fit`` prints it as one line and exits 1. Nothing of the
+      step is applied and no checkpoint is written on the way out.
+    * ``action="skip"``: drop the step's gradients (``optimizer.step`` then changes no weight and no optimizer
+      state), skip the EMA update of that step, count it (``train/skipped_steps``, cumulative, kept across resume)
+      and go on; stop as above after ``max_consecutive_skips`` skipped steps in a row. A skipped step still counts
+      toward ``max_steps`` and the learning-rate schedule, like a skipped fp16 step. Not possible under DeepSpeed
+      (the engine holds the gradients): there a bad step stops the run.
+
+    Every checkpoint is also checked as it is written (``check_checkpoints``): one with NaN/Inf is refused.
+    ``paradiffusion fit`` adds a guard to every run (``--nonfinite.action=skip`` etc., or a ``nonfinite:`` section
+    in a config); one listed under ``trainer.callbacks`` replaces it. Under fp16 mixed precision the gradient
+    scaler's own inf/NaN skips are left to it: only the loss is checked.
+    """
+
+    def __init__(self, action: Literal["stop", "skip"] = "stop", max_consecutive_skips: int = 10,
+                 check_checkpoints: bool = True):
+        if action not in ("stop", "skip"):
+            raise ValueError(f"NonFiniteGuard: action={action!r}, expected 'stop' or 'skip'")
+        if max_consecutive_skips < 1:
+            raise ValueError(f"NonFiniteGuard: max_consecutive_skips={max_consecutive_skips}, expected >= 1")
+        self.action, self.max_consecutive_skips, self.check_checkpoints = action, max_consecutive_skips, check_checkpoints
+        self.skipped = 0  # cumulative (checkpointed)
+        self.consecutive = 0
+        self._loss_ok: torch.Tensor | None = None  # all micro-batch losses of this optimizer step finite
+        self._bad_loss: torch.Tensor | None = None
+        self._batch_ids: list | None = None
+        self._batch_idx = 0
+
+    # -- state ----------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"skipped": self.skipped, "consecutive": self.consecutive}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped, self.consecutive = int(state.get("skipped", 0)), int(state.get("consecutive", 0))
+
+    # -- per batch ------------------------------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        _restore_ema_update(pl_module)  # a skip whose EMA update never came (partial accumulation at an epoch end)
+        self._batch_idx = batch_idx
+        self._batch_ids = list(batch["id"][:4]) if isinstance(batch, dict) and isinstance(batch.get("id"), list) else None
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        finite = torch.isfinite(loss.detach()).all()  # stays on the device: one sync per optimizer step, not two
+        if self._loss_ok is None:
+            self._loss_ok, self._bad_loss = finite, loss.detach().float().reshape(-1)[:1]
+        else:
+            self._bad_loss = torch.where(self._loss_ok, loss.detach().float().reshape(-1)[:1], self._bad_loss)
+            self._loss_ok = self._loss_ok & finite
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        loss_ok, bad_loss = self._loss_ok, self._bad_loss
+        self._loss_ok = self._bad_loss = None
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        ok = loss_ok if loss_ok is not None else torch.tensor(True)
+        if grads and scaler is None:
+            # The max-norm is NaN/Inf exactly when a gradient holds NaN/Inf (the 2-norm of a large finite fp16
+            # gradient can overflow); one fused kernel per device and dtype.
+            norms = torch._foreach_norm(grads, float("inf"))
+            device = norms[0].device
+            ok = ok.to(device) & torch.isfinite(torch.stack([n.float().to(device) for n in norms])).all()
+        bad = trainer.strategy.reduce_boolean_decision(not bool(ok), all=False)  # any rank: all ranks act alike
+        if not bad:
+            self.consecutive = 0
+            if self.action == "skip":
+                pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, batch_size=1)
+            return
+        what = self._describe(pl_module, optimizer, loss_ok, bad_loss, check_grads=scaler is None)
+        where = (f"global_step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx}"
+                 + (f", ids {self._batch_ids}" if self._batch_ids else "") + ")")
+        if self.action == "stop":
+            raise NonFiniteError(
+                f"{what} at {where}: stopped before the weights, the EMA or a checkpoint took it. Lower the learning "
+                f"rate or raise the warm-up (model.init_args.*_lr, warmup_steps), or skip such steps with "
+                f"--nonfinite.action=skip")
+        if "DeepSpeed" in type(trainer.strategy).__name__:
+            raise NonFiniteError(f"{what} at {where}: stopped (nonfinite.action=skip is not possible under DeepSpeed, "
+                                 f"whose engine applies the gradients itself)")
+        for g in optimizer.param_groups:  # no gradient: AdamW/SGD leave the weight and its state untouched
+            for p in g["params"]:
+                p.grad = None
+        _skip_next_ema_update(pl_module)
+        self.skipped += 1
+        self.consecutive += 1
+        pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, batch_size=1)
+        log.warning("NonFiniteGuard: %s at %s: step skipped (%d in a row, %d in all)", what, where,
+                    self.consecutive, self.skipped)
+        if self.consecutive >= self.max_consecutive_skips:
+            raise NonFiniteError(f"{what} at {where}: {self.consecutive} steps in a row were non-finite and skipped "
+                                 f"(nonfinite.max_consecutive_skips={self.max_consecutive_skips}); stopped. The run "
+                                 f"has diverged: lower the learning rate or resume from an earlier checkpoint")
+
+    @staticmethod
+    def _describe(pl_module, optimizer, loss_ok, bad_loss, check_grads: bool) -> str:
+        if loss_ok is not None and not bool(loss_ok):
+            return f"non-finite loss ({float(bad_loss[0])})"
+        if not check_grads:
+            return "non-finite loss"
+        names = {id(p): n for n, p in pl_module.named_parameters()}
+        for g in optimizer.param_groups:
+            for p in g["params"]:
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                    return f"non-finite gradient of {names.get(id(p), '<unnamed parameter>')!r} (loss finite)"
+        return "non-finite gradient on another rank"
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if not self.check_checkpoints:
+            return
+        from paradiffusion.checks import NonFiniteWeightsError, assert_finite, checkpoint_tensors
+
+        ema = getattr(pl_module, "ema", None)
+        named = list(checkpoint_tensors({"state_dict": checkpoint.get("state_dict", {})}))
+        if ema is not None and hasattr(ema, "shadow"):  # the module adds the EMA after the callbacks' hook
+            named += [(f"ema:{k}", v) for k, v in ema.shadow.items()]
+        try:
+            assert_finite(named, f"checkpoint at step {trainer.global_step}")
+        except NonFiniteWeightsError as e:
+            raise NonFiniteError(f"{e} (refused to write it)") from None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        _restore_ema_update(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _restore_ema_update(pl_module)
+
+
+def _skip_next_ema_update(pl_module: L.LightningModule) -> None:
+    """Make the module's next `ema.update(...)` (in its `on_train_batch_end`, after this step) a no-op, once."""
+    ema = getattr(pl_module, "ema", None)
+    if ema is None or not hasattr(ema, "update"):
+        return
+
+    def skip_once(*args, **kwargs) -> None:
+        ema.__dict__.pop("update", None)  # the class's update is back for the next step
+
+    ema.update = skip_once
+
+
+def _restore_ema_update(pl_module: L.LightningModule) -> None:
+    ema = getattr(pl_module, "ema", None)
+    if ema is not None and hasattr(ema, "__dict__"):
+        ema.__dict__.pop("update", None)

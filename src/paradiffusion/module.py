@@ -95,7 +95,6 @@ class ParaDiffusion(L.LightningModule):
         self._configured = False
         self._skip_init_from = False
         self._ema_active = False
-        self._empty_ids: list[int] | None = None
         if not checkpoint_frozen:
             self.strict_loading = False  # frozen weights come from their directories, not the checkpoint
 
@@ -131,7 +130,10 @@ class ParaDiffusion(L.LightningModule):
         return {n: params[n] for n in names}
 
     def _load_init_from(self, path: str) -> None:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        from paradiffusion.checks import load_checkpoint
+
+        # weights_only; a missing/corrupt file or NaN/Inf weights are refused, naming the tensor
+        ckpt = load_checkpoint(path, "init_from", need_state_dict=False, mmap=False)
         state = ckpt.get("state_dict", ckpt)
         own = self.state_dict()
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -176,31 +178,41 @@ class ParaDiffusion(L.LightningModule):
             tok = self.text_encoder.tokenize(batch["restated"])
             batch.update({k: v.to(self.device) for k, v in tok.items()})
             batch.pop("num_truncated", None)  # the flags of the restatements (`truncated`) count now
+            batch.pop("prefix_states", None)  # cached states are the paragraph's, not the restatement's
         elif "input_ids" not in batch:  # a text-only batch: tokenise here
             tok = self.text_encoder.tokenize(batch["text"])
             batch.update({k: v.to(self.device) for k, v in tok.items()})
         return batch["input_ids"], batch["attention_mask"]
 
-    def drop_captions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """With probability p per row, replace the paragraph by the empty paragraph (the CFG unconditional input)."""
+    def drop_captions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, p: float,
+                      prefix_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """With probability p per row, replace the paragraph by the empty paragraph (the CFG unconditional input);
+        cached prefix states of a dropped row become the empty paragraph's states."""
         if p <= 0:
-            return input_ids, attention_mask
-        if self._empty_ids is None:
-            self._empty_ids = self.text_encoder.tokenize([""])["input_ids"][0].tolist()
+            return input_ids, attention_mask, prefix_states
         drop = torch.rand(input_ids.shape[0], device=input_ids.device) < p  # (B,)
         if not drop.any():
-            return input_ids, attention_mask
-        empty = torch.tensor(self._empty_ids, device=input_ids.device)  # (T0,)
+            return input_ids, attention_mask, prefix_states
+        enc = self.text_encoder
+        empty = torch.tensor(enc.tokenize([""])["input_ids"][0].tolist(), device=input_ids.device)  # (T0,)
         if input_ids.shape[1] < len(empty):  # make room (rare: T0 is usually 1, the BOS token)
             extra = len(empty) - input_ids.shape[1]
-            input_ids = nn.functional.pad(input_ids, (0, extra), value=self.text_encoder.tokenizer.pad_token_id)
+            input_ids = nn.functional.pad(input_ids, (0, extra), value=enc.tokenizer.pad_token_id)
             attention_mask = nn.functional.pad(attention_mask, (0, extra), value=0)
+            if prefix_states is not None:
+                prefix_states = nn.functional.pad(prefix_states, (0, 0, 0, extra))
         input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
-        input_ids[drop] = self.text_encoder.tokenizer.pad_token_id
+        input_ids[drop] = enc.tokenizer.pad_token_id
         input_ids[drop, : len(empty)] = empty
         attention_mask[drop] = 0
         attention_mask[drop, : len(empty)] = 1
-        return input_ids, attention_mask
+        if prefix_states is not None:
+            with torch.no_grad():
+                empty_states = enc.encode_prefix(empty[None], torch.ones_like(empty)[None])[0]  # (T0, H)
+            prefix_states = prefix_states.clone()
+            prefix_states[drop] = 0
+            prefix_states[drop, : len(empty)] = empty_states.to(prefix_states.dtype)
+        return input_ids, attention_mask, prefix_states
 
     def to_diffusion_space(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] → what the UNet denoises: scaled VAE latents, or the pixels themselves."""
@@ -210,10 +222,12 @@ class ParaDiffusion(L.LightningModule):
         """The ParaDiffusion objective on one batch; returns the scalar loss."""
         # 1. Paragraph tokens, padded to the longest paragraph in the batch.
         input_ids, attention_mask = self._text_inputs(batch)  # (B, T), (B, T)
+        prefix_states = batch.get("prefix_states")  # (B, T, H): the frozen LLM blocks' output, from a text cache
         # 2. Caption dropout: some paragraphs become the empty paragraph, so the model also learns p(x) for CFG.
-        input_ids, attention_mask = self.drop_captions(input_ids, attention_mask, caption_dropout)
+        input_ids, attention_mask, prefix_states = self.drop_captions(
+            input_ids, attention_mask, caption_dropout, prefix_states)
         # 3. Encode the paragraphs with the LoRA-adapted LLM; padding stays masked all the way into the UNet.
-        context, context_mask = self.text_encoder(input_ids, attention_mask)  # (B, T, D), (B, T)
+        context, context_mask = self.text_encoder(input_ids, attention_mask, prefix_states)  # (B, T, D), (B, T)
         # 4. Images into the diffusion space (frozen VAE latents × scaling_factor, or pixels).
         x0 = self.to_diffusion_space(batch["pixel_values"])  # (B, C, h, w)
         # 5. Sample Gaussian noise and a timestep per image, uniformly over the training schedule.

@@ -64,6 +64,9 @@ class ParaDiffusionPipeline:
         self.scheduler = scheduler
         self.vae = vae
         self.text_rewriter = text_rewriter
+        # Optional `data.text_cache.TextStateCache` of the encoder's frozen prefix: paragraphs it holds skip the
+        # frozen LLM blocks (evaluation re-reads the same paragraphs after every stage).
+        self.text_cache = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -83,9 +86,16 @@ class ParaDiffusionPipeline:
     def encode(self, paragraphs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Paragraphs → text states `(B, T, D)` and mask `(B, T)` on the UNet's device (restated first when a
         rewriter is set)."""
-        tok = self.text_encoder.tokenize(self.restate(paragraphs))
+        texts = self.restate(paragraphs)
+        tok = self.text_encoder.tokenize(texts)
         device = next(self.text_encoder.parameters()).device
-        hidden, mask = self.text_encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device))
+        prefix = None
+        if self.text_cache is not None and all(t in self.text_cache for t in texts):
+            from paradiffusion.data.text_cache import pad_states
+
+            prefix, _ = pad_states([self.text_cache.get(t) for t in texts], tok["input_ids"].shape[1])
+            prefix = prefix.to(device)  # (B, T, H)
+        hidden, mask = self.text_encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device), prefix)
         return hidden.to(self.device, self.unet.dtype), mask.to(self.device)
 
     def image_shape(self) -> tuple[int, int, int]:
@@ -223,6 +233,7 @@ class ParaDiffusionPipeline:
             out_dim=te_cfg.get("out_dim"),
             connector=TextConnector.from_settings(te_cfg["connector"]) if te_cfg.get("connector") else None,
             embedding_skip=te_cfg.get("embedding_skip", False),
+            state_norm=te_cfg.get("state_norm", False),
             freeze=True,
             dtype=dtype,
         )

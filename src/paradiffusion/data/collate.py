@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from paradiffusion.data.text_cache import TextStateCache, pad_states
 from paradiffusion.models.text_encoder import tokenize_paragraphs
 
 
@@ -14,12 +15,17 @@ class ParagraphCollator:
     Pads to the longest paragraph *in the batch* (not to ``max_length``): paragraphs vary from 5 to 400 tokens and
     padding everything to 512 would multiply the LLM's cost. Truncation is counted per batch (``num_truncated``) so
     the module can log it; it is never silent.
+
+    With a text-state `cache`, each batch also carries the frozen prefix's states of its paragraphs
+    (``prefix_states (B, T, H)``, padded like ``input_ids``), so the model skips the frozen LLM blocks.
     """
 
-    def __init__(self, tokenizer: Any, max_length: int = 512, padding: str = "longest"):
+    def __init__(self, tokenizer: Any, max_length: int = 512, padding: str = "longest",
+                 cache: TextStateCache | None = None):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.padding = padding
+        self.cache = cache
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         out = tokenize_paragraphs(self.tokenizer, texts, self.max_length, self.padding)
@@ -34,6 +40,12 @@ class ParagraphCollator:
             "id": [it["id"] for it in items],
             **self.tokenize([it["text"] for it in items]),
         }
+        if self.cache is not None and all(t in self.cache for t in batch["text"]):  # else the model runs the LLM
+            states, mask = pad_states([self.cache.get(t) for t in batch["text"]], batch["input_ids"].shape[1])
+            if not torch.equal(mask, batch["attention_mask"]):
+                raise ValueError(f"text cache {self.cache.root}: cached lengths differ from the tokenizer's for ids "
+                                 f"{batch['id'][:4]}...: the cache was built with another tokenizer or max_length")
+            batch["prefix_states"] = states  # (B, T, H)
         kinds = {it.get("text_kind", "paragraph") for it in items}
         if len(kinds) > 1:  # the module restates a batch whole or not at all
             raise ValueError(f"a batch mixes text kinds {sorted(kinds)} (ids {batch['id'][:4]}...): a model with a "

@@ -85,6 +85,10 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def texts(self) -> list[str]:
+        """Every record's text, without opening an image (what a text-state cache is built over)."""
+        return [text for _, _, text in self.records]
+
     def __getitem__(self, index: int) -> dict:
         key, image, text = self.records[index]
         return {"id": key, "image": to_tensor(_open_image(image, f"{self.path} record {key}"), self.resolution), "text": text}
@@ -174,6 +178,9 @@ class ParaShapesFolder(Dataset):
 
     def __len__(self) -> int:
         return len(self.specs)
+
+    def texts(self) -> list[str]:
+        return [s.paragraph for s in self.specs]
 
     def __getitem__(self, index: int) -> dict:
         spec = self.specs[index]

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from paradiffusion.data.collate import ParagraphCollator
 from paradiffusion.data.sources import ManifestDataset, ParaShapesFolder, WebDatasetSource
+from paradiffusion.data.text_cache import TextStateCache, open_text_cache
 from paradiffusion.parashapes.dataset import TEXT_KINDS
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,14 @@ class ImageTextDataModule(L.LightningDataModule):
             (``experiments/tiny/train_on_scene_lists.yaml``) the model then trains on accurate lists and reads
             its rewriter's restatements only where it is asked to draw paragraphs (validation, test, sampling).
             Validation, test and predict always pair images with paragraphs.
+        text_cache: a directory for frozen text states (`data.text_cache.TextStateCache`): before training, the
+            frozen prefix of the model's LLM (`text_encoder.prefix_blocks`: every block when it is frozen, the
+            blocks below LoRA with `trainable_blocks`) runs once over every training and validation paragraph, and
+            batches then carry the cached states instead of running those blocks every step. Needs a finite
+            training set (``n_train`` for ParaShapes, or a manifest / folder). States live in a subdirectory per
+            LM, prefix depth and token cap, so one directory serves every stage and run. `None`: no cache.
+        text_cache_rebuild: recompute a cache whose stored settings differ instead of refusing it.
+        text_cache_batch_size: paragraphs per LLM forward pass while building the cache.
     """
 
     default_train_split = "stage2"
@@ -77,6 +86,9 @@ class ImageTextDataModule(L.LightningDataModule):
         tokenizer: str | None = None,
         max_length: int | None = None,
         train_text: Literal["paragraph", "scene_list"] = "paragraph",
+        text_cache: str | None = None,
+        text_cache_rebuild: bool = False,
+        text_cache_batch_size: int = 16,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -99,6 +111,11 @@ class ImageTextDataModule(L.LightningDataModule):
             raise ValueError(f"data.train_text='scene_list' needs data.source='parashapes' (scene lists are written "
                              f"from known scenes); got source={source!r}")
         self.train_text = train_text
+        self.text_cache, self.text_cache_rebuild = text_cache, text_cache_rebuild
+        self.text_cache_batch_size = text_cache_batch_size
+        if text_cache is not None and source in ("parashapes", "webdataset") and self.n_train is None:
+            raise ValueError(f"data.text_cache needs a finite training set: set data.n_train (source={source!r} "
+                             "streams without end, and states are computed before training)")
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _make_collator(self) -> ParagraphCollator:
@@ -115,7 +132,34 @@ class ImageTextDataModule(L.LightningDataModule):
             raise RuntimeError("no tokenizer: attach the datamodule to a Trainer with a ParaDiffusion model, "
                                "or pass data.tokenizer=DIR")
         max_length = self.max_length or getattr(encoder, "max_length", None) or 512
-        return ParagraphCollator(tokenizer, max_length, getattr(encoder, "padding", "longest"))
+        cache = self.build_text_cache(encoder) if self.text_cache is not None else None
+        return ParagraphCollator(tokenizer, max_length, getattr(encoder, "padding", "longest"), cache)
+
+    def build_text_cache(self, encoder) -> TextStateCache | None:
+        """Open (and complete) the text-state cache over the training and validation paragraphs."""
+        if encoder is None or not hasattr(encoder, "encode_prefix"):
+            raise RuntimeError("data.text_cache needs a ParaDiffusion model with an LLMTextEncoder attached")
+        encoder.materialize()
+        if encoder.prefix_blocks == 0:
+            log.warning("data.text_cache: the text encoder has no frozen blocks (LoRA in every block); no cache used")
+            return None
+        if self.tokenizer_path is not None or (self.max_length and self.max_length != encoder.max_length):
+            raise ValueError("data.text_cache: the cache is built with the model's own tokenizer and max_length; "
+                             "leave data.tokenizer and data.max_length unset")
+        cache = open_text_cache(self.text_cache, encoder, self.text_cache_rebuild)
+        texts = [*self._texts(self.train_dataset()), *self._texts(self._eval_dataset("val"))]
+        device = next(encoder.parameters()).device
+        was_training = encoder.training
+        added = cache.build(texts, encoder.tokenize, encoder.encode_prefix, self.text_cache_batch_size, device=device)
+        encoder.train(was_training)
+        log.info("text cache %s: %d paragraphs cached (%d new)", cache.root, len(cache), added)
+        return cache
+
+    @staticmethod
+    def _texts(dataset: Dataset) -> list[str]:
+        if hasattr(dataset, "texts"):
+            return dataset.texts()
+        return [dataset[i]["text"] for i in range(len(dataset))]
 
     def setup(self, stage: str | None = None) -> None:
         self.collator = self._make_collator()
@@ -170,8 +214,13 @@ class ImageTextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset(), shuffle=True)
 
+    def _eval_dataset(self, which: str) -> Dataset:
+        split, n = {"val": (self.val_split, self.n_val), "test": (self.test_split, self.n_test),
+                    "predict": (self.predict_split, self.n_predict)}[which]
+        return self._parashapes(split, n, self.seed)
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._parashapes(self.val_split, self.n_val, self.seed), shuffle=False)
+        return self._loader(self._eval_dataset("val"), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._parashapes(self.test_split, self.n_test, self.seed), shuffle=False)

@@ -17,10 +17,12 @@ class LoRASettings:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
-    def to_peft(self):  # -> peft.LoraConfig (import kept local: peft is slow to import)
+    def to_peft(self, layers_to_transform: list[int] | None = None):  # -> peft.LoraConfig (local import: slow)
+        """`layers_to_transform`: adapt only these decoder blocks (the top ones, above a cached frozen prefix)."""
         from peft import LoraConfig
 
         return LoraConfig(
+            layers_to_transform=layers_to_transform,
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,

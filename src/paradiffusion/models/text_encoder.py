@@ -12,6 +12,8 @@ runs the base model (no LM head) and returns the hidden states of `hidden_layer`
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from typing import Literal
 
@@ -36,6 +38,18 @@ def _own_memory(module: nn.Module) -> None:
         for t in list(module.parameters()) + list(module.buffers()):
             if t.device.type != "meta":
                 t.data = t.data.clone()
+
+
+class StateNorm(nn.Module):
+    """Sana's fix for decoder-only LLM states: RMS-normalise each token's state (no per-channel gain) and learn
+    one scalar scale, so the UNet reads states of a fixed, learnable magnitude."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return nn.functional.rms_norm(hidden.float(), (hidden.shape[-1],)) * self.scale  # (B, T, H)
 
 
 class LLMTextEncoder(nn.Module):
@@ -66,6 +80,14 @@ class LLMTextEncoder(nn.Module):
         dtype: dtype of the (frozen) base weights, e.g. `bfloat16` for 7B on GPU. LoRA weights stay fp32.
         lazy: defer building the LLM to `materialize()` (called from `ParaDiffusion.configure_model`, so that
             DeepSpeed ZeRO-3 can partition it as it is built).
+        num_blocks: keep only the first K decoder blocks of the LLM (`None` = all); the final norm is applied to
+            block K's output. A small model's middle layers can carry more of a scene than its last one, and K
+            blocks cost K/L of the forward pass.
+        trainable_blocks: with LoRA, adapt only the top N of the kept blocks; the blocks below them are frozen and
+            their output can be cached on disk (`data.text_cache`). `None` = LoRA in every block (the paper's and
+            the GPU configs' recipe).
+        state_norm: Sana-style normalisation of the states the UNet reads: RMSNorm (no affine) times a learnable
+            scalar (initialised to `state_norm_scale`). Off by default.
         gguf_cache_dir: where converted GGUF models are cached (default `$PARADIFFUSION_CACHE/gguf`).
         attn_implementation: transformers attention kernel; fixed explicitly so that a model built from a
             config and one loaded from disk run the same kernels (bitwise-equal outputs).
@@ -91,6 +113,10 @@ class LLMTextEncoder(nn.Module):
         lazy: bool = False,
         gguf_cache_dir: str | None = None,
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
+        num_blocks: int | None = None,
+        trainable_blocks: int | None = None,
+        state_norm: bool = False,
+        state_norm_scale: float = 1.0,
     ) -> None:
         super().__init__()
         sources = [s is not None for s in (pretrained, gguf_file, llama_config)]
@@ -117,6 +143,10 @@ class LLMTextEncoder(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
+        self.num_blocks = num_blocks
+        self.trainable_blocks = trainable_blocks
+        if trainable_blocks is not None and (lora is None or freeze):
+            raise ValueError("LLMTextEncoder: trainable_blocks restricts LoRA to the top blocks; it needs lora and freeze=false")
         # Cumulative count of truncated paragraphs (the module logs it; truncation is never silent).
         self.num_truncated = 0
 
@@ -126,6 +156,15 @@ class LLMTextEncoder(nn.Module):
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
 
         config = llama_config if llama_config is not None else AutoConfig.from_pretrained(pretrained)
+        total = config.num_hidden_layers
+        if num_blocks is not None and not 1 <= num_blocks <= total:
+            raise ValueError(f"LLMTextEncoder: num_blocks={num_blocks} must be in 1..{total} (the LLM's blocks)")
+        self.depth: int = num_blocks or total
+        if trainable_blocks is not None and not 0 <= trainable_blocks <= self.depth:
+            raise ValueError(f"LLMTextEncoder: trainable_blocks={trainable_blocks} must be in 0..{self.depth}")
+        if num_blocks is not None and hidden_layer != -1:
+            raise ValueError("LLMTextEncoder: num_blocks already picks the layer (its output, after the final norm); "
+                             "leave hidden_layer at -1")
         self.hidden_size: int = config.hidden_size
         self.out_dim: int = out_dim or self.hidden_size
         # Trainable projection only where widths differ (e.g. a 256-d LM into a UNet with another width).
@@ -140,6 +179,8 @@ class LLMTextEncoder(nn.Module):
             skip = nn.Linear(self.hidden_size, self.out_dim, bias=False)
             nn.init.zeros_(skip.weight)
             self.embedding_skip = nn.Sequential(nn.LayerNorm(self.hidden_size), skip)
+        # Sana: decoder-only LLM states have large, uneven norms; RMS-normalise them and learn one scale.
+        self.state_norm: StateNorm | None = StateNorm(state_norm_scale) if state_norm else None
         self.lm: nn.Module | None = None
         if not lazy:
             self.materialize()
@@ -164,6 +205,9 @@ class LLMTextEncoder(nn.Module):
                 lm = AutoModelForCausalLM.from_config(config, attn_implementation=self.attn_implementation).to(dtype)
                 _own_memory(lm)
             lm.config.use_cache = False  # never generating; a KV cache only costs memory
+            if self.depth < lm.config.num_hidden_layers:  # drop the blocks above K: never run, never loaded again
+                lm.model.layers = lm.model.layers[: self.depth]
+                lm.config.num_hidden_layers = self.depth
             lm.requires_grad_(not self.freeze and self.lora is None)
             if self.gradient_checkpointing:
                 lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -171,7 +215,8 @@ class LLMTextEncoder(nn.Module):
                 from peft import get_peft_model
 
                 # PEFT wraps the causal LM (not the bare LlamaModel) so adapter files use the usual key names.
-                lm = get_peft_model(lm, self.lora.to_peft())
+                layers = None if self.trainable_blocks is None else list(range(self.prefix_blocks, self.depth))
+                lm = get_peft_model(lm, self.lora.to_peft(layers_to_transform=layers))
         self.lm = lm
 
     def load_lora(self, adapter_dir: str) -> None:
@@ -201,7 +246,7 @@ class LLMTextEncoder(nn.Module):
     def heads(self) -> dict[str, nn.Module]:
         """The trainable layers between the LLM and the UNet that this encoder has, by export name: `projection`,
         `connector`, `embedding_skip` (each saved as `text_encoder_<name>.safetensors` by the pipeline)."""
-        parts = {"projection": self.proj if isinstance(self.proj, nn.Linear) else None,
+        parts = {"projection": self.proj if isinstance(self.proj, nn.Linear) else None, "state_norm": self.state_norm,
                  "connector": self.connector, "embedding_skip": self.embedding_skip}
         return {name: m for name, m in parts.items() if m is not None}
 
@@ -217,13 +262,85 @@ class LLMTextEncoder(nn.Module):
         self.num_truncated += int(out["truncated"].sum())
         return out
 
+    @property
+    def prefix_blocks(self) -> int:
+        """How many blocks at the bottom are frozen, so their output can be cached (`encode_prefix`)."""
+        if self.freeze:
+            return self.depth
+        if self.lora is not None and self.trainable_blocks is not None:
+            return self.depth - self.trainable_blocks
+        return 0
+
+    def cache_identity(self) -> dict:
+        """What cached prefix states depend on (`data.text_cache.TextStateCache` refuses a mismatch)."""
+        self.materialize()
+        backbone = self.base_lm.model
+        digest = hashlib.sha1()
+        frozen = [backbone.embed_tokens, *backbone.layers[: self.prefix_blocks]]
+        for name, t in sorted((n, t) for m_i, m in enumerate(frozen) for n, t in
+                              ((f"{m_i}.{k}", v) for k, v in m.state_dict().items()) if "lora_" not in n):
+            flat = t.detach().reshape(-1)
+            digest.update(name.encode() + str(tuple(t.shape)).encode())
+            digest.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())  # a strided sample
+        vocab = json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        return {
+            "lm": digest.hexdigest()[:16],
+            "tokenizer": hashlib.sha1(vocab.encode()).hexdigest()[:16]
+            + f"-bos{self.tokenizer.bos_token_id}-{type(self.tokenizer).__name__}",
+            "prefix_blocks": self.prefix_blocks,
+            "max_length": self.max_length,
+            "dim": self.hidden_size,
+        }
+
     # ------------------------------------------------------------------ forward
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`input_ids (B, T)`, `attention_mask (B, T)` → `hidden (B, T, out_dim)`, `attention_mask (B, T)`."""
+    def _run_blocks(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int,
+                    collect: list | None = None) -> torch.Tensor:
+        """Decoder blocks `start..stop-1` on `hidden (B, T, H)`, with the causal + padding mask and rotary
+        positions exactly as `LlamaModel.forward` builds them (a test checks the match)."""
+        from transformers.masking_utils import create_causal_mask
+
+        backbone = self.base_lm.model
+        position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)  # (1, T)
+        mask = create_causal_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                                  cache=None, position_ids=position_ids)
+        rotary = backbone.rotary_emb(hidden, position_ids=position_ids)
+        for block in backbone.layers[start:stop]:
+            hidden = block(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=position_ids)
+            if collect is not None:
+                collect.append(hidden)
+        return hidden  # (B, T, H)
+
+    def encode_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The frozen bottom: token embeddings through the first `prefix_blocks` blocks → `(B, T, H)` (what the
+        text-state cache stores)."""
+        hidden = self.base_lm.model.embed_tokens(input_ids)  # (B, T, H)
+        return self._run_blocks(hidden, attention_mask, 0, self.prefix_blocks)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                prefix_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`input_ids (B, T)`, `attention_mask (B, T)` → `hidden (B, T, out_dim)`, `attention_mask (B, T)`.
+
+        `prefix_states (B, T, H)`: the frozen prefix's output for these tokens, read from a text-state cache; the
+        prefix is then skipped and only the blocks above it run.
+        """
         backbone = self.base_lm.model  # LlamaModel: no LM head, LoRA layers already injected
-        want_all = self.hidden_layer != -1
-        out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_all)
-        hidden = out.hidden_states[self.hidden_layer] if want_all else out.last_hidden_state  # (B, T, H)
+        if self.hidden_layer != -1:  # an intermediate layer (ablation), numbered as transformers' hidden_states
+            if prefix_states is not None:
+                raise ValueError("LLMTextEncoder: cached prefix states need hidden_layer=-1 (use num_blocks instead)")
+            every = [backbone.embed_tokens(input_ids)]  # (B, T, H) each
+            self._run_blocks(every[0], attention_mask, 0, self.depth, collect=every)
+            every[-1] = backbone.norm(every[-1])
+            hidden = every[self.hidden_layer]
+        else:
+            if prefix_states is None:
+                # The frozen bottom needs no graph; what the cache would hold is computed here instead.
+                with torch.no_grad() if self.prefix_blocks else contextlib.nullcontext():
+                    prefix_states = self.encode_prefix(input_ids, attention_mask)  # (B, T, H)
+            hidden = self._run_blocks(prefix_states.to(backbone.norm.weight.dtype), attention_mask,
+                                      self.prefix_blocks, self.depth)  # (B, T, H): the trainable top blocks
+            hidden = backbone.norm(hidden)
+        if self.state_norm is not None:
+            hidden = self.state_norm(hidden)  # (B, T, H)
         if isinstance(self.proj, nn.Linear):
             hidden = self.proj(hidden.to(self.proj.weight.dtype))  # (B, T, out_dim)
         if self.embedding_skip is not None:
@@ -253,6 +370,7 @@ class LLMTextEncoder(nn.Module):
             "lora": None if self.lora is None else vars(self.lora),
             "connector": None if self.connector is None else self.connector.settings(),
             "embedding_skip": self.embedding_skip is not None,
+            "state_norm": self.state_norm is not None,
         }
 
 

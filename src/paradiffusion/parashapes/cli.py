@@ -41,13 +41,20 @@ def _nonneg(v: str) -> int:
     return n
 
 
+def _positive(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {n}: a split with no samples is never what is meant)")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paradiffusion data", description="ParaShapes benchmark tools")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     g = sub.add_parser("generate", help="generate a split to disk")
     g.add_argument("--split", required=True, choices=SPLITS)
-    g.add_argument("--n", required=True, type=_nonneg)
+    g.add_argument("--n", required=True, type=_positive)
     g.add_argument("--resolution", type=_resolution, default=32)
     g.add_argument("--style", choices=STYLES, default=None, help="default: curated for stage3, else plain")
     g.add_argument("--seed", type=_nonneg, default=0)

@@ -102,6 +102,10 @@ class ParaShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
+    def texts(self) -> list[str]:
+        """Every item's text, without rendering (what a text-state cache is built over)."""
+        return [s.paragraph if self.text == "paragraph" else scene_list(s) for s in self.specs]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -self.n <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} samples")
