@@ -29,7 +29,7 @@ test-all: venv
 	$(PY) -m pytest -m "not gpu" -q
 
 demo: venv
-	$(PY) -m paradiffusion.demo
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) runs outputs

@@ -28,8 +28,8 @@ import torch
 from paradiffusion.cli import ParaDiffusionCLI
 from paradiffusion.data.text_cache import open_text_cache
 from paradiffusion.evaluate import SamplingSettings
-from paradiffusion.parashapes import generate_split
-from paradiffusion.parashapes.intervals import HEADLINE, evaluate_with_intervals, format_table
+from parashapes import generate_split
+from parashapes.intervals import HEADLINE, evaluate_with_intervals, format_table
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -39,10 +39,13 @@ BUDGETS = {"short": {"stage1": 300, "stage2": 700, "stage3": 100}, "smoke": {"st
 
 
 def stage_args(stage: str, root: Path, cache: Path, seed: int, extra: list[str], budget: str,
-               steps: dict[str, int]) -> list[str]:
-    """`paradiffusion fit` arguments of one stage: base + model + stage (+ extra) configs and the run paths."""
+               steps: dict[str, int], late: list[str] = ()) -> list[str]:
+    """`paradiffusion fit` arguments of one stage: base + model + stage (+ extra, + late for stages 2-3) configs
+    and the run paths."""
     args = []
-    for c in [EXPERIMENTS / "base.yaml", EXPERIMENTS / "model" / "tiny.yaml", EXPERIMENTS / "tiny" / f"{stage}.yaml", *extra]:
+    configs = [EXPERIMENTS / "base.yaml", EXPERIMENTS / "model" / "tiny.yaml", EXPERIMENTS / "tiny" / f"{stage}.yaml",
+               *extra, *(late if stage != "stage1" else [])]
+    for c in configs:
         args += ["--config", str(c)]
     args += [f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={root}",
              f"--data.init_args.text_cache={cache}"]
@@ -54,7 +57,7 @@ def stage_args(stage: str, root: Path, cache: Path, seed: int, extra: list[str],
     if budget == "smoke":  # the whole chain in seconds: tiny data, one validation each
         args += ["--trainer.val_check_interval=2", "--trainer.log_every_n_steps=1", "--trainer.num_sanity_val_steps=0",
                  "--data.init_args.n_train=8", "--data.init_args.n_val=4", "--data.init_args.batch_size=4",
-                 "--model.init_args.text_encoder.init_args.num_blocks=1"]
+                 "--model.init_args.text_encoder.init_args.num_blocks=2"]
     if stage in steps:
         args.append(f"--trainer.max_steps={steps[stage]}")
     return args
@@ -81,9 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-n", type=int, default=96, help="paragraphs scored per stage and split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", action="append", default=[], type=Path, help="extra config for every stage (repeatable)")
+    p.add_argument("--late-config", action="append", default=[], type=Path,
+                   help="extra config for stages 2-3 only (repeatable), e.g. experiments/tiny/lora_top.yaml")
+    p.add_argument("--eval-stages", default=",".join(STAGES),
+                   help="stages after which to sample and score (comma-separated; default every stage)")
     p.add_argument("--steps", default="", help="per-stage step budgets, e.g. stage2:900,stage3:200")
     a = p.parse_args(argv)
-    missing = [str(c) for c in a.config if not c.is_file()]
+    missing = [str(c) for c in [*a.config, *a.late_config] if not c.is_file()]
     if missing:
         raise SystemExit(f"--config: no such file: {', '.join(missing)}")
     if a.eval_n < 2:
@@ -96,15 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     rows: list[dict] = []
     print(f"[demo] budget={a.budget} seed={a.seed}; runs in {root}; text cache {cache_root}", flush=True)
-    extra = [c.resolve() for c in a.config]
+    extra, late = [c.resolve() for c in a.config], [c.resolve() for c in a.late_config]
     module = None
     for stage in STAGES:
-        args = stage_args(stage, root, cache_root, a.seed, extra, a.budget, steps)
+        args = stage_args(stage, root, cache_root, a.seed, extra, a.budget, steps, late)
         print(f"\n[demo] === {stage}: paradiffusion fit {' '.join(args)}", flush=True)
         t0 = time.time()
         cli = ParaDiffusionCLI(args=["fit", *args])
         module, minutes = cli.model, (time.time() - t0) / 60
         print(f"[demo] {stage}: trained in {minutes:.1f} min (text cache included)", flush=True)
+        if stage not in a.eval_stages.split(","):
+            continue
         pipeline = module.make_pipeline(use_ema=True)
         # The evaluation paragraphs are the same after every stage: their frozen states go into the cache once.
         pipeline.text_cache = cache = open_text_cache(cache_root, module.text_encoder)
@@ -117,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"stage": stage, "split": split, "train_minutes": minutes, **row})
             print(f"[demo] {stage} {split}: {a.eval_n} paragraphs sampled and scored in {time.time() - t1:.0f} s: "
                   + ", ".join(f"{k}={row['scores'][k]:.3f}" for k in HEADLINE), flush=True)
-        summary = {"budget": a.budget, "seed": a.seed, "extra_configs": [str(c) for c in extra], "steps": steps,
+        summary = {"budget": a.budget, "seed": a.seed, "extra_configs": [str(c) for c in extra],
+                   "late_configs": [str(c) for c in late], "steps": steps,
                    "eval_n": a.eval_n, "rows": rows, "total_minutes": (time.time() - started) / 60}
         (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 
 from paradiffusion.cli import load_module
-from paradiffusion.evaluate import SamplingSettings, evaluate_split
+from paradiffusion.evaluate import SamplingSettings
+from parashapes.evaluate import evaluate_split
 
 HEADLINE = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "background", "extra_objects")
 

@@ -15,7 +15,7 @@ import torch
 
 from paradiffusion.diffusion.conditioning import pooled_text
 from paradiffusion.models import LLMTextEncoder
-from paradiffusion.parashapes import generate_split
+from parashapes import generate_split
 
 
 def linear_probe(x: torch.Tensor, y: torch.Tensor, n_train: int, steps: int = 300) -> float:

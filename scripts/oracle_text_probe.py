@@ -15,10 +15,7 @@ scores both with the judge:
   * ``scene_list_suffix_padded`` / ``scene_list_prefix_padded`` — the scene list followed / preceded by those neutral
     sentences. After the scene list, the padding leaves its tokens' states exactly as they were (a causal LM) and
     only adds tokens for the UNet's cross-attention to sift; before it, the padding also changes every state the
-    UNet reads. With ``--read_run`` (no training) they measure which of the two costs a trained model its reading;
-  * ``lm_summary`` (``--summary_lm DIR``) — the scene list as a summary-trained stage-0 LM writes it from the
-    paragraph (`scripts/lm_summary_probe.py`; e.g. ``docs/probes/summary_lm_2x128``): with ``--read_run`` on a
-    scene-list run, paragraphs read through the LM's restatement.
+    UNet reads. With ``--read_run`` (no training) they measure which of the two costs a trained model its reading.
 
 Same scenes, images, seeds, steps and starting weights; only the words differ. If the scene-list arm places objects
 and the paragraph arm does not, the UNet can draw what it is told within this budget and the limit is reading the
@@ -61,13 +58,13 @@ from torch.utils.data import IterableDataset
 
 from paradiffusion.cli import ParaDiffusionCLI, load_module
 from paradiffusion.data import Stage2AlignmentData
-from paradiffusion.evaluate import evaluate_split, text_dependence
-from paradiffusion.parashapes import generate_split
-from paradiffusion.parashapes.describe import scene_list  # the oracle text: every attribute, canonical words
-from paradiffusion.parashapes.lexicon import TRAIN
-from paradiffusion.parashapes.spec import ObjectSpec
-from paradiffusion.parashapes.templates import PARAGRAPH
-from paradiffusion.parashapes.writers import _object_fields, _pick, _static_fillers  # the paragraph writer's parts
+from parashapes.evaluate import evaluate_split, text_dependence
+from parashapes import generate_split
+from parashapes.describe import scene_list  # the oracle text: every attribute, canonical words
+from parashapes.lexicon import TRAIN
+from parashapes.spec import ObjectSpec
+from parashapes.templates import PARAGRAPH
+from parashapes.writers import _object_fields, _pick, _static_fillers  # the paragraph writer's parts
 
 KEYS = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "background")
 
@@ -142,26 +139,6 @@ DESCRIBE = {"paragraph": None, "scene_list": scene_list, "scene_list_synonyms": 
             "scene_list_prefix_padded": scene_list_prefix_padded}
 
 
-class LMSummary:
-    """The ``lm_summary`` arm (``--summary_lm DIR``): a scene's text is what a summary-trained stage-0 LM writes
-    after its paragraph and " In short: " (`scripts/lm_summary_probe.py`), cached per paragraph. With ``--read_run``
-    on the scene-list run: how much of the oracle's legibility an LM-written scene list keeps. One greedy
-    generation per new paragraph, so training on it (a fresh scene per sample) is slow on a CPU."""
-
-    def __init__(self, lm_dir: str) -> None:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/, also when loaded by file path
-        from lm_summary_probe import Summariser
-
-        self.summarise, self.cache = Summariser(lm_dir), {}
-
-    def __call__(self, spec: dict[str, Any]) -> str:
-        if spec["paragraph"] not in self.cache:
-            self.cache[spec["paragraph"]] = self.summarise(spec["paragraph"])
-        return self.cache[spec["paragraph"]]
-
-
 class _Described(IterableDataset):
     """A ParaShapes stream with each item's text replaced by ``describe(spec)``."""
 
@@ -169,13 +146,17 @@ class _Described(IterableDataset):
         super().__init__()
         self.stream, self.describe = stream, describe
 
+    def resume(self, step: int, rank: int, world_size: int) -> "_Described":
+        return _Described(self.stream.resume(step=step, rank=rank, world_size=world_size), self.describe)
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for item in self.stream:
             yield {**item, "text": self.describe(item["spec"])}
 
 
 class DescribedAlignmentData(Stage2AlignmentData):
-    """Stage-2 scenes, training text from ``DESCRIBE[arm]`` (validation is not run by this probe).
+    """Stage-2 scenes (the config's ``train_data`` stream), training text from ``DESCRIBE[arm]`` (validation is not
+    run by this probe).
 
     Takes the arm's *name*: Lightning saves DataModule arguments into checkpoints, and a function there would make
     the checkpoint unreadable with ``torch.load(weights_only=True)``."""
@@ -253,9 +234,7 @@ def read_run(run: Path, arms: list[str], path: Path, n: int = 0) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arms", nargs="+", default=["scene_list", "paragraph"], choices=sorted([*DESCRIBE, "lm_summary"]))
-    p.add_argument("--summary_lm", default=None,
-                   help="a summary-trained stage-0 LM directory: enables the `lm_summary` arm (its summaries as text)")
+    p.add_argument("--arms", nargs="+", default=["scene_list", "paragraph"], choices=sorted(DESCRIBE))
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lm", default="runs/demo/stage0/hf", help="the stage-0 LM directory")
     p.add_argument("--init_from", default=None, help="starting weights (e.g. a stage-1 last.ckpt); default: scratch")
@@ -271,10 +250,6 @@ def main() -> None:
     p.add_argument("--read_n", type=int, default=0,
                    help="with --read_run: also sample and score this many `test` scenes per arm (default: text use only)")
     a, extra = p.parse_known_args()
-    if "lm_summary" in a.arms:
-        if a.summary_lm is None:
-            p.error("the lm_summary arm needs --summary_lm DIR (a stage-0 LM trained on the summary corpus)")
-        DESCRIBE["lm_summary"] = LMSummary(a.summary_lm)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.read_run is not None:
         return read_run(a.read_run, a.arms, a.out / "read.jsonl", a.read_n)
@@ -292,7 +267,8 @@ def main() -> None:
             f"--trainer.accelerator={a.accelerator}", *([f"--trainer.max_time={a.max_time}"] if a.max_time else []),
             *extra])
         init = {k: v for k, v in cli.datamodule.hparams.items() if not k.startswith("_")}  # drop _class_path
-        data = DescribedAlignmentData(**init, arm=arm)
+        datasets = {k: getattr(cli.datamodule, k) for k in ("train_data", "val_data", "test_data", "predict_data")}
+        data = DescribedAlignmentData(**init, **datasets, arm=arm)
         if a.eval_every:
             cli.trainer.callbacks.append(EvalEvery(a.eval_every, arm, describe, a.n, a.out / "curve.jsonl"))
         cli.trainer.fit(cli.model, datamodule=data)

@@ -14,12 +14,12 @@ import json
 import tempfile
 
 from paradiffusion.cli import ParaDiffusionCLI
-from paradiffusion.evaluate import text_dependence
+from parashapes.evaluate import text_dependence
 
 
 def overfit_text_probe(lm: str, steps: int = 300, extra: list[str] | None = None) -> dict[str, float]:
     """Fit the tiny stage-1 model on 8 fixed caption/image pairs for `steps` steps; the text-dependence losses on
-    those same 8 pairs (`paradiffusion.evaluate.text_dependence`)."""
+    those same 8 pairs (`parashapes.evaluate.text_dependence`)."""
     with tempfile.TemporaryDirectory() as tmp:
         cli = ParaDiffusionCLI(args=[
             "fit", "--config", "experiments/base.yaml", "--config", "experiments/model/tiny.yaml",

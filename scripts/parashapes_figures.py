@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from paradiffusion.parashapes import ParaShapesIterable, generate_split, render
-from paradiffusion.parashapes.cli import format_stats, writer_stats
-from paradiffusion.parashapes.metric import CONFUSION_LABELS, confusion_update
-from paradiffusion.parashapes.perturb import MILD_BLUR_SIGMA, MILD_NOISE_STD, degrade, pure_noise
-from paradiffusion.parashapes.scorer import score_scene
+from parashapes import ParaShapesIterable, generate_split, render
+from parashapes.cli import format_stats, writer_stats
+from parashapes.metric import CONFUSION_LABELS, confusion_update
+from parashapes.perturb import MILD_BLUR_SIGMA, MILD_NOISE_STD, degrade, pure_noise
+from parashapes.scorer import score_scene
 
 
 def picture_grid(out: Path) -> str:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 def read_curves(root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """`{probe: {tag: [(step, value), ...]}}` for the `val/*` and `train/loss` scalars of each probe under `root`."""
-    from paradiffusion.analysis import event_dirs, read_scalars
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/analysis.py, also when run from elsewhere
+    from analysis import event_dirs, read_scalars
 
     curves: dict[str, dict[str, dict[int, float]]] = {}
     for run_dir in event_dirs(root):

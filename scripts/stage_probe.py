@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from paradiffusion.cli import ParaDiffusionCLI
-from paradiffusion.evaluate import SamplingSettings, evaluate_split, text_dependence
+from paradiffusion.evaluate import SamplingSettings
+from parashapes.evaluate import evaluate_split, text_dependence
 
 KEYS = ("object_exact", "presence", "position", "size", "shape", "background")
 

@@ -3,7 +3,7 @@
     python scripts/text_dependence.py runs/demo/stage1/run            # last.ckpt, EMA weights, ParaShapes `val`
     python scripts/text_dependence.py runs/demo/stage2/run --split test --n 64
 
-`shuffled_over_true` near 1.00 means the model ignores its paragraphs (see paradiffusion.evaluate.text_dependence).
+`shuffled_over_true` near 1.00 means the model ignores its paragraphs (see parashapes.evaluate.text_dependence).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from paradiffusion.cli import load_module
-from paradiffusion.evaluate import text_dependence
+from parashapes.evaluate import text_dependence
 
 
 def main() -> None:

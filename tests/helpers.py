@@ -13,7 +13,7 @@ def random_lm_dir(directory: Path, hidden_size: int = 128) -> Path:
     """A random-init Llama HF directory with a tiny BPE tokenizer: stands in for a stage-0 LM in fast tests."""
     from transformers import AutoModelForCausalLM
 
-    from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
+    from fixtures import build_tiny_tokenizer, tiny_llama_config
 
     build_tiny_tokenizer(directory)
     AutoModelForCausalLM.from_config(tiny_llama_config(hidden_size=hidden_size)).save_pretrained(directory)
@@ -25,7 +25,10 @@ def tiny_stage_args(stage: int, lm_dir: Path, out: Path, *extra: str) -> list[st
     return [
         "--config", str(EXP / "base.yaml"), "--config", str(EXP / "model" / "tiny.yaml"),
         "--config", str(EXP / "tiny" / f"stage{stage}.yaml"),
+        # a random 2-block LM instead of SmolLM2 (seconds, not minutes), read live (no text cache)
+        "--config", str(Path(__file__).parent / "configs" / "random_lm.yaml"),
         f"--model.init_args.text_encoder.init_args.pretrained={lm_dir}",
+        *(["--data.init_args.n_train=16"] if stage == 3 else []),
         f"--trainer.logger.init_args.save_dir={out}",
         "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=4", "--data.init_args.n_val=4",

@@ -15,18 +15,15 @@ SCALES = ("tiny", "smollm2", "llama2-7b")
 
 
 def compositions() -> list[list[Path]]:
-    combos = [[EXP / "tiny" / "stage0_lm.yaml"], [EXP / "tiny" / "stage0_lm.yaml", EXP / "tiny" / "stage0_rewriter.yaml"]]
+    combos = [[EXP / "tiny" / "stage0_lm.yaml"]]
     for scale in SCALES:
         for stage in sorted((EXP / scale).glob("stage[123].yaml")):
             combos.append([EXP / "base.yaml", EXP / "model" / f"{scale}.yaml", stage])
     stage2 = EXP / "llama2-7b" / "stage2.yaml"
     combos.append([EXP / "base.yaml", EXP / "model" / "llama2-7b.yaml", stage2, EXP / "llama2-7b" / "zero3_offload.yaml"])
     for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml", "token_gate.yaml", "refiner.yaml", "embedding_skip.yaml",
-                     "rewriter.yaml"):
+                     "lora_top.yaml", "scratch_lm.yaml", "tokens77.yaml"):
         combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / ablation])
-    for stage in ("stage2.yaml", "stage3.yaml"):
-        combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / stage, EXP / "tiny" / "rewriter.yaml",
-                       EXP / "tiny" / "train_on_scene_lists.yaml"])
     return combos
 
 
@@ -93,10 +90,12 @@ def test_unet_attention_heads_are_wide_enough(scale):
                 f"(= number of heads in diffusers) -> head dim {c // h}; use fewer heads")
 
 
-def test_tiny_lora_covers_embeddings_at_the_unet_lr_and_attn_lora_restores_the_paper_recipe():
+def test_tiny_lora_arms_keep_the_paper_recipe():
     tiny = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml"]).model.init_args
-    assert tiny.lora_lr == tiny.unet_lr
-    assert "embed_tokens" in tiny.text_encoder.init_args.lora.target_modules
+    assert tiny.lora_lr == tiny.unet_lr and tiny.text_encoder.init_args.freeze  # frozen + cached by default
+    top = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml",
+                 EXP / "tiny" / "lora_top.yaml"]).model.init_args.text_encoder.init_args
+    assert top.freeze is False and top.trainable_blocks == 1
     attn = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml",
                   EXP / "tiny" / "attn_lora.yaml"]).model.init_args
     assert attn.lora_lr == 1e-4 and attn.unet_lr == tiny.unet_lr
@@ -118,15 +117,27 @@ def test_connector_configs_match_the_text_width(name):
     assert connector.init_args.dim == model.text_encoder.init_args.out_dim == model.unet.init_args.cross_attention_dim
 
 
-def test_rewriter_configs_agree_on_the_template_and_the_rewriter_directory():
-    lm = parse([EXP / "tiny" / "stage0_lm.yaml", EXP / "tiny" / "stage0_rewriter.yaml"])
-    assert lm.data.init_args.packing == "document" and lm.data.init_args.summary_splits
-    model = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml",
-                   EXP / "tiny" / "rewriter.yaml"]).model.init_args
-    rewriter = model.text_rewriter.init_args
-    assert rewriter.response_template == lm.data.init_args.response_template
-    assert rewriter.pretrained == lm.model.init_args.export_dir
-    lists = parse([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage3.yaml", EXP / "tiny" / "rewriter.yaml",
-                   EXP / "tiny" / "train_on_scene_lists.yaml"])
-    assert lists.data.init_args.train_text == "scene_list" and lists.data.class_path.endswith("Stage3QualityData")
-    assert lists.model.init_args.text_rewriter.init_args.pretrained == lm.model.init_args.export_dir
+@pytest.mark.parametrize("scale", SCALES)
+def test_stages_wire_their_datasets_and_the_benchmark_by_class_path(scale):
+    """The library names no benchmark: the stage configs inject the datasets (ParaShapes scenes unless the scale
+    trains on its own shards / manifests) and base.yaml the ParaShapes callbacks, at the scale's resolution."""
+    for stage in (1, 2, 3):
+        cfg = parse([EXP / "base.yaml", EXP / "model" / f"{scale}.yaml", EXP / scale / f"stage{stage}.yaml"])
+        data = cfg.data.init_args
+        assert cfg.data.class_path.startswith("paradiffusion.data.Stage")
+        if data.source is None:
+            assert data.train_data.class_path == "parashapes.ParaShapesIterable"
+            assert data.train_data.init_args.split == f"stage{stage}"
+        else:
+            assert data.train_data is None and data.train_path
+        splits = {k: (data[k].class_path, data[k].init_args.split) for k in ("val_data", "test_data", "predict_data")}
+        assert splits == {"val_data": ("parashapes.ParaShapesDataset", "val"),
+                          "test_data": ("parashapes.ParaShapesDataset", "test"),
+                          "predict_data": ("parashapes.ParaShapesDataset", "heldout")}
+        resolutions = {data[k].init_args.resolution for k in ("train_data", "val_data", "test_data", "predict_data")
+                       if data[k] is not None} | ({data.resolution} if data.resolution else set())
+        assert len(resolutions) == 1, resolutions
+        callbacks = [c.class_path for c in cfg.trainer.callbacks]
+        assert {"parashapes.callbacks.SampleAndScore", "parashapes.callbacks.TestScore"} <= set(callbacks)
+    lm = parse([EXP / "tiny" / "stage0_lm.yaml"]).data.init_args
+    assert [s.class_path for s in lm.sources] == ["parashapes.lm.ParaShapesText"]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from paradiffusion.models import LLMTextEncoder, TextConnector, TextRefiner, TokenGate
-from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
+from fixtures import build_tiny_tokenizer, tiny_llama_config
 
 
 def _states(seed=0, B=2, T=7, D=32):

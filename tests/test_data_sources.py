@@ -58,9 +58,8 @@ def test_manifest_errors_name_the_line(tmp_path, content, message):
 
 def test_manifest_missing_image_names_the_record(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"image": "nope.png", "text": "x"}) + "\n")
-    ds = ManifestDataset(tmp_path / "m.jsonl", resolution=16)
-    with pytest.raises(FileNotFoundError, match="nope.png"):
-        ds[0]
+    with pytest.raises(FileNotFoundError, match=r"m.jsonl:1: image file not found: .*nope.png"):
+        ManifestDataset(tmp_path / "m.jsonl", resolution=16)  # when the manifest is read, not mid-run
 
 
 def _tar(path, samples):
@@ -131,13 +130,96 @@ def test_collator_pads_to_longest_and_counts_truncation():
     assert "spec" not in batch
     short = collate(items[:1])
     assert short["input_ids"].shape == (1, 4)  # dynamic padding: no padding to max_length
-    assert "restated" not in batch  # paragraphs: a model with a rewriter restates them
 
 
-def test_collator_marks_scene_lists_as_read_as_they_are_and_refuses_mixed_batches():
+def test_collator_passes_through_the_keys_every_item_has():
     collate = ParagraphCollator(_ByteTokenizer(), max_length=64)
-    lists = [{"id": str(i), "text": "gray background. small red circle at top.", "text_kind": "scene_list",
-              "image": torch.zeros(3, 4, 4)} for i in range(2)]
-    assert collate(lists)["restated"] == [it["text"] for it in lists]
-    with pytest.raises(ValueError, match=r"mixes text kinds \['paragraph', 'scene_list'\]"):
-        collate([lists[0], {"id": "p", "text": "a paragraph", "image": torch.zeros(3, 4, 4)}])
+    items = [{"id": str(i), "text": "a red circle", "image": torch.zeros(3, 4, 4), "spec": {"n": i}, "extra": i}
+             for i in range(2)]
+    batch = collate(items)
+    assert batch["spec"] == [{"n": 0}, {"n": 1}] and batch["extra"] == [0, 1]
+    del items[1]["extra"]
+    assert "extra" not in collate(items) and "image" not in collate(items)  # only keys every item has
+    items[0]["input_ids"] = "not this"
+    assert torch.is_tensor(collate(items)["input_ids"])  # an item never overrides what the collator computes
+
+
+def test_image_folder_pairs_images_with_their_caption_files(tmp_path):
+    from paradiffusion.data import ImageFolder
+
+    (tmp_path / "sub").mkdir()
+    for name, colour in (("a", (255, 0, 0)), ("sub/b", (0, 0, 255))):
+        (tmp_path / f"{name}.png").write_bytes(_png_bytes(colour))
+        (tmp_path / f"{name}.txt").write_text(f" the {name} image \n")
+    ds = ImageFolder(tmp_path, 8)
+    assert len(ds) == 2 and ds.texts() == ["the a image", "the sub/b image"]
+    item = ds[1]
+    assert item["id"] == "sub/b" and item["image"].shape == (3, 8, 8) and float(item["image"][2].mean()) == 1.0
+    (tmp_path / "c.png").write_bytes(_png_bytes((0, 0, 0)))
+    with pytest.raises(ValueError, match=r"c.png: no caption file \(c.txt\)"):
+        ImageFolder(tmp_path, 8)
+    (tmp_path / "c.txt").write_text("  \n")
+    with pytest.raises(ValueError, match="c.txt: empty caption"):
+        ImageFolder(tmp_path, 8)
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        ImageFolder(tmp_path / "nope", 8)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """A stream that follows the DataModule's protocol: `resume` records where it is asked to start."""
+
+    resolution = 8
+
+    def __init__(self, step=None, rank=None, world_size=None):
+        self.step, self.rank, self.world_size = step, rank, world_size
+
+    def resume(self, step, rank, world_size):
+        return _Stream(step, rank, world_size)
+
+    def __iter__(self):
+        yield {"id": "0", "text": "x", "image": torch.zeros(3, 8, 8)}
+
+
+def test_datamodule_reads_injected_datasets_by_the_protocol(tmp_path):
+    from torch.utils.data import Subset
+
+    from paradiffusion.data import ImageTextDataModule, ManifestDataset
+    from paradiffusion.data.stages import dataset_texts
+
+    for i in range(5):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"image": f"{i}.png", "text": f"t{i}"}) + "\n"
+                                               for i in range(5)))
+    manifest = ManifestDataset(tmp_path / "m.jsonl", 8)
+    dm = ImageTextDataModule(train_data=_Stream(), val_data=manifest, n_val=3)
+    assert dm.resolution == 8  # from the datasets
+    stream = dm.train_dataset()  # no trainer: step 0, rank 0 of 1
+    assert (stream.step, stream.rank, stream.world_size) == (0, 0, 1)
+    val = dm._eval_dataset("val")
+    assert isinstance(val, Subset) and len(val) == 3 and dataset_texts(val) == ["t0", "t1", "t2"]
+    assert dataset_texts(ImageTextDataModule(train_data=manifest, n_train=2).train_dataset()) == ["t0", "t1"]
+    with_val = ImageTextDataModule(val_data=manifest, batch_size=2)
+    with_val.collator = ParagraphCollator(_ByteTokenizer())
+    assert next(iter(with_val.val_dataloader()))["text"] == ["t0", "t1"]
+    assert ImageTextDataModule().val_dataloader() == []  # no validation data: no validation
+    # the same reader by kind: a user's manifest, its resolution given
+    by_source = ImageTextDataModule(source="manifest", train_path=str(tmp_path / "m.jsonl"), resolution=8)
+    assert dataset_texts(by_source.train_dataset()) == [f"t{i}" for i in range(5)]
+    with pytest.raises(ValueError, match="no training data"):
+        ImageTextDataModule(val_data=manifest).train_dataset()
+    with pytest.raises(ValueError, match="no test data: set data.test_data"):
+        ImageTextDataModule(val_data=manifest).test_dataloader()
+    with pytest.raises(ValueError, match="cannot be cut"):
+        ImageTextDataModule(train_data=_Stream(), n_train=4).train_dataset()
+    with pytest.raises(ValueError, match="disagree on the image resolution: resolution=16, train_data=8"):
+        ImageTextDataModule(train_data=_Stream(), resolution=16)
+    with pytest.raises(ValueError, match="both name the training pairs"):
+        ImageTextDataModule(train_data=manifest, source="manifest", train_path="m.jsonl")
+    with pytest.raises(ValueError, match="needs data.train_path"):
+        ImageTextDataModule(source="webdataset", resolution=8)
+    with pytest.raises(ValueError, match="needs data.resolution"):
+        ImageTextDataModule(source="manifest", train_path="m.jsonl")
+    with pytest.raises(ValueError, match="text_cache needs a finite training set"):
+        ImageTextDataModule(train_data=_Stream(), text_cache=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="n_val=-1"):
+        ImageTextDataModule(n_val=-1)

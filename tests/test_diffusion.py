@@ -90,7 +90,7 @@ def test_sampler_determinism_per_seed(name):
 def test_pooled_text_ignores_padding_and_reaches_the_unet():
     from paradiffusion.diffusion.conditioning import pooled_text, unet_forward
     from paradiffusion.diffusion.guidance import pad_context
-    from paradiffusion.models.testing import tiny_unet
+    from fixtures import tiny_unet
 
     torch.manual_seed(0)
     ctx, mask = torch.randn(2, 5, 48), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])

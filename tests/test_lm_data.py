@@ -1,4 +1,5 @@
-"""Stage-0 LM data: ParaShapes text (never the held-out phrasing), text files, packing, clear errors."""
+"""Stage-0 LM data: injected text sources (ParaShapes text, never the held-out phrasing), text files, packing,
+clear errors."""
 from __future__ import annotations
 
 import json
@@ -8,15 +9,22 @@ import pytest
 import torch
 
 from paradiffusion.lm.data import LMTextDataModule, unigram_perplexity
-from paradiffusion.lm.text_sources import file_texts
+from paradiffusion.lm.text_sources import TextFiles, TextSource, file_texts
 from paradiffusion.lm.tokenizer import SPECIAL_IDS
+from parashapes.lm import ParaShapesText
 
-SMALL = dict(n_per_split=40, seq_len=64, batch_size=4, bpe_vocab_size=512)
+N_PER_SPLIT = 40
+SMALL = dict(seq_len=64, batch_size=4, bpe_vocab_size=512)
+
+
+def small(**kw) -> LMTextDataModule:
+    """ParaShapes text of the three training splits, 40 scenes each."""
+    return LMTextDataModule(sources=[ParaShapesText(n_per_split=N_PER_SPLIT)], **SMALL, **kw)
 
 
 @pytest.fixture(scope="module")
 def dm():
-    dm = LMTextDataModule(**SMALL)
+    dm = small()
     dm.setup("fit")
     return dm
 
@@ -41,8 +49,7 @@ def test_document_packing_keeps_documents_whole(tmp_path):
     docs = [f"doc {i} " + "word " * (3 + i % 17) + "end" for i in range(60)] + ["long " * 200]
     f = tmp_path / "docs.txt"
     f.write_text("\n".join(docs) + "\n")
-    dm = LMTextDataModule(splits=[], text_files=[str(f)], seq_len=48, batch_size=4, bpe_vocab_size=300,
-                          packing="document")
+    dm = LMTextDataModule(text_files=[str(f)], seq_len=48, batch_size=4, bpe_vocab_size=300, packing="document")
     with pytest.warns(UserWarning, match=r"1 of \d+ train documents are longer than seq_len=48"):
         dm.setup("fit")
     bos, eos, pad = SPECIAL_IDS["bos_token_id"], SPECIAL_IDS["eos_token_id"], SPECIAL_IDS["pad_token_id"]
@@ -60,18 +67,18 @@ def test_document_packing_keeps_documents_whole(tmp_path):
     assert batch["labels"].shape == (4, 48) and int((batch["labels"] == -100).sum()) > 0
     assert 1.0 < dm.unigram_ppl < len(dm.tokenizer)
     with pytest.raises(ValueError, match="data.packing='blocks'"):
-        LMTextDataModule(packing="blocks")
+        LMTextDataModule(text_files=[str(f)], packing="blocks")
 
 
 def test_train_val_split_by_document(dm):
     # Split whole documents (val text is unseen text), deterministic for a seed.
     train, val = dm.documents()
-    assert len(train) + len(val) == 3 * SMALL["n_per_split"] and len(val) == round(0.05 * len(train + val))
-    assert LMTextDataModule(**SMALL).documents() == (train, val)
+    assert len(train) + len(val) == 3 * N_PER_SPLIT and len(val) == round(0.05 * len(train + val))
+    assert small().documents() == (train, val)
 
 
 def test_never_uses_heldout_phrasing(dm):
-    from paradiffusion.parashapes.lexicon import HELDOUT
+    from parashapes.lexicon import HELDOUT
 
     wordings = {w for field in vars(HELDOUT).values() for ws in field.values() for w in ws}
     pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(wordings, key=len, reverse=True)) + r")\b")
@@ -81,7 +88,7 @@ def test_never_uses_heldout_phrasing(dm):
 
 
 def test_never_generates_heldout_split(monkeypatch):
-    import paradiffusion.parashapes as ps
+    import parashapes as ps
 
     calls = []
     real = ps.generate_split
@@ -91,19 +98,22 @@ def test_never_generates_heldout_split(monkeypatch):
         return real(split, n, seed=seed, **kw)
 
     monkeypatch.setattr(ps, "generate_split", spy)
-    LMTextDataModule(**SMALL).documents()
+    small().documents()
     assert calls and "heldout" not in calls and "test" not in calls
-    for split in ("heldout", "test"):
+    for split in ("heldout", "test"):  # refused when the source is built (config time), before any text is made
         with pytest.raises(ValueError, match=f"'{split}'.*evaluation-only"):
-            LMTextDataModule(splits=["stage2", split])
+            ParaShapesText(splits=["stage2", split])
+    with pytest.raises(ValueError, match="unknown split"):
+        ParaShapesText(splits=["stage9"])
 
 
 def test_tokenizer_dir_saved_then_loaded(tmp_path):
-    a = LMTextDataModule(**SMALL, tokenizer_dir=str(tmp_path / "tok"))
+    a = small(tokenizer_dir=str(tmp_path / "tok"))
     a.prepare_data()
     assert (tmp_path / "tok" / "tokenizer.json").is_file()
     a.setup()
-    b = LMTextDataModule(splits=["stage3"], n_per_split=40, seq_len=64, tokenizer_dir=str(tmp_path / "tok"))
+    b = LMTextDataModule(sources=[ParaShapesText(splits=["stage3"], n_per_split=40)], seq_len=64,
+                         tokenizer_dir=str(tmp_path / "tok"))
     b.setup()  # loads, does not retrain on its (different) text
     assert b.tokenizer.backend_tokenizer.to_str() == a.tokenizer.backend_tokenizer.to_str()
 
@@ -115,9 +125,26 @@ def test_text_files(tmp_path):
     assert file_texts(tmp_path / "a.txt") == ["first paragraph", "second paragraph"]
     assert file_texts(tmp_path / "b.jsonl") == ["third", "fourth"]
     assert file_texts(tmp_path / "c.csv") == ["fifth, with comma"]
-    dm = LMTextDataModule(splits=[], text_files=[str(tmp_path / "a.txt")] * 20, seq_len=8, bpe_vocab_size=300)
+    dm = LMTextDataModule(text_files=[str(tmp_path / "a.txt")] * 20, seq_len=8, bpe_vocab_size=300)
     dm.setup()
     assert dm.stats["train_docs"] + dm.stats["val_docs"] == 40
+    # a source and text files together: both are read, the source first
+    both = LMTextDataModule(sources=[TextFiles([str(tmp_path / "b.jsonl")])], text_files=[str(tmp_path / "c.csv")])
+    assert [d for s in both.sources for d in s.documents()] == ["third", "fourth", "fifth, with comma"]
+
+
+def test_any_text_source_class_can_be_injected():
+    class Numbers(TextSource):
+        def documents(self) -> list[str]:
+            return [f"number {i} is {'even' if i % 2 == 0 else 'odd'}" for i in range(200)] + [""]  # "" is dropped
+
+    dm = LMTextDataModule(sources=[Numbers()], seq_len=16, batch_size=4, bpe_vocab_size=300)
+    train, val = dm.documents()
+    assert len(train) + len(val) == 200 and "" not in train + val
+    dm.setup()
+    assert dm.stats["train_docs"] == len(train)
+    with pytest.raises(TypeError):
+        TextSource()  # abstract: a source must say what its documents are
 
 
 def test_errors_name_file_line_field(tmp_path):
@@ -142,10 +169,10 @@ def test_errors_name_file_line_field(tmp_path):
         (tmp_path / "x.parquet").write_text("")
         file_texts(tmp_path / "x.parquet")
     with pytest.raises(ValueError, match="no text source"):
-        LMTextDataModule(splits=[], text_files=[])
+        LMTextDataModule(sources=[], text_files=[])
     with pytest.raises(ValueError, match="fewer than one block"):
         (tmp_path / "s.txt").write_text("a b\nc d\n")
-        LMTextDataModule(splits=[], text_files=[str(tmp_path / "s.txt")], seq_len=256, bpe_vocab_size=300).setup()
+        LMTextDataModule(text_files=[str(tmp_path / "s.txt")], seq_len=256, bpe_vocab_size=300).setup()
 
 
 def test_unigram_perplexity_uniform():
@@ -154,17 +181,22 @@ def test_unigram_perplexity_uniform():
     assert unigram_perplexity(blocks, blocks, 4) == pytest.approx(4.0)
 
 
-def test_response_template_scores_only_the_scene_list():
-    # Instruction documents (paragraph, template, scene list): the loss sees the scene list and </s>, never the
-    # paragraph; plain documents in the same corpus stay scored whole.
-    from paradiffusion.parashapes import generate_split
-    from paradiffusion.parashapes.describe import scene_list
+def test_response_template_scores_only_the_response(tmp_path):
+    # Instruction documents (prompt, template, response): the loss sees the response and </s>, never the prompt;
+    # plain documents in the same corpus stay scored whole.
+    from parashapes import generate_split
+    from parashapes.describe import scene_list
 
-    dm = LMTextDataModule(splits=["stage1"], summary_splits=["stage3"], n_per_split=30, seq_len=512, batch_size=2,
-                          packing="document", response_template=" In short: ", bpe_vocab_size=600)
-    dm.setup("fit")
-    lists = {scene_list(s) for s in generate_split("stage3", 30, seed=0)}
+    specs = generate_split("stage3", 30, seed=0)
+    lists = {scene_list(s) for s in specs}
     captions = {s.paragraph for s in generate_split("stage1", 30, seed=0)}
+    instructions = tmp_path / "instructions.jsonl"
+    instructions.write_text("".join(json.dumps({"text": s.paragraph + " In short: " + scene_list(s)}) + "\n"
+                                    for s in specs))
+    dm = LMTextDataModule(sources=[ParaShapesText(splits=["stage1"], n_per_split=30)], text_files=[str(instructions)],
+                          seq_len=512, batch_size=2, packing="document", response_template=" In short: ",
+                          bpe_vocab_size=600)
+    dm.setup("fit")
     eos, pad = dm.tokenizer.eos_token_id, dm.tokenizer.pad_token_id
     scored_lists = scored_captions = 0
     for ids, labels in zip(torch.cat([dm.train_set.blocks, dm.val_set.blocks]),
@@ -178,7 +210,7 @@ def test_response_template_scores_only_the_scene_list():
             scored = dm.tokenizer.decode(doc_ids[doc_labels != -100], skip_special_tokens=True)
             if "In short:" in text:
                 assert scored.strip() in lists and text.split(" In short: ")[1] == scored.strip()
-                assert int(doc_labels[-1]) == eos  # the LM learns where a restatement ends
+                assert int(doc_labels[-1]) == eos  # the LM learns where a response ends
                 scored_lists += 1
             else:
                 assert bool((doc_labels == doc_ids).all()) and text in captions
@@ -186,22 +218,5 @@ def test_response_template_scores_only_the_scene_list():
             start = end + 1
         assert bool((labels[ids == pad] == -100).all())
     assert scored_lists == 30 and scored_captions == 30
-    with pytest.raises(ValueError, match="summary_splits needs data.response_template"):
-        LMTextDataModule(summary_splits=["stage2"], packing="document")
     with pytest.raises(ValueError, match="response_template needs data.packing='document'"):
-        LMTextDataModule(summary_splits=["stage2"], response_template=" In short: ")
-    with pytest.raises(ValueError, match="evaluation-only"):
-        LMTextDataModule(summary_splits=["test"], response_template=" In short: ", packing="document")
-
-
-def test_summary_order_mention_writes_the_objects_in_the_order_the_paragraph_names_them():
-    from paradiffusion.lm.text_sources import parashapes_summaries
-    from paradiffusion.parashapes import generate_split
-    from paradiffusion.parashapes.describe import scene_list
-
-    docs = parashapes_summaries(["stage2"], 5, " In short: ", order="mention")
-    assert docs == [s.paragraph + " In short: " + scene_list(s, "mention") for s in generate_split("stage2", 5)]
-    assert docs != parashapes_summaries(["stage2"], 5, " In short: ")  # the default keeps the spec's order
-    with pytest.raises(ValueError, match="data.summary_order='random'"):
-        LMTextDataModule(summary_splits=["stage2"], response_template=" In short: ", packing="document",
-                         summary_order="random")
+        LMTextDataModule(text_files=[str(instructions)], response_template=" In short: ")

@@ -9,6 +9,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 from paradiffusion.lm.data import LMTextDataModule
 from paradiffusion.lm.export import export_hf
 from paradiffusion.lm.module import CausalLMPretrain
+from parashapes.lm import ParaShapesText
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
             max_position_embeddings=128, lr=3e-3, warmup_steps=5)  # fmt: skip
@@ -26,7 +27,7 @@ def run(tmp_path_factory):
     """One short fit: (module, datamodule, trainer, loss before, tmp dir)."""
     tmp = tmp_path_factory.mktemp("lm")
     L.seed_everything(0)
-    dm = LMTextDataModule(n_per_split=60, seq_len=64, batch_size=8, bpe_vocab_size=512)
+    dm = LMTextDataModule(sources=[ParaShapesText(n_per_split=60)], seq_len=64, batch_size=8, bpe_vocab_size=512)
     module = CausalLMPretrain(**TINY, export_dir=str(tmp / "hf"))
     trainer = L.Trainer(
         accelerator="cpu", max_steps=40, val_check_interval=20, limit_val_batches=2, num_sanity_val_steps=0,

@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.cli import LightningArgumentParser
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
+from fixtures import build_tiny_tokenizer, tiny_llama_config
 from paradiffusion.models.unet import count_parameters
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "experiments" / "model"
@@ -31,22 +31,26 @@ def test_model_yaml_parses(name):
     assert cfg.model.class_path == "paradiffusion.module.ParaDiffusion"
     assert init.text_encoder.init_args.max_length == 512
     attention = ["q_proj", "k_proj", "v_proj", "o_proj"]
-    # the tiny LM also adapts its token embeddings (README, "What we found"); the paper scales keep attention-only LoRA
-    expected = attention + ["embed_tokens"] if name == "tiny" else attention
-    assert init.text_encoder.init_args.lora.target_modules == expected
+    assert init.text_encoder.init_args.lora.target_modules == attention  # the paper's attention-only LoRA
+    if name == "tiny":  # the CPU path: SmolLM2's first 4 blocks, frozen (so their states can be cached)
+        te = init.text_encoder.init_args
+        assert te.gguf_file.endswith("SmolLM2-135M-Instruct.Q4_1.gguf") and te.num_blocks == 4 and te.freeze
 
 
-def test_tiny_yaml_instantiates_from_stage0_dir(tmp_path):
+def test_tiny_yaml_with_the_scratch_lm_arm_instantiates_from_a_stage0_dir(tmp_path):
     lm_dir = tmp_path / "stage0"
     build_tiny_tokenizer(lm_dir)
     AutoModelForCausalLM.from_config(tiny_llama_config(hidden_size=128)).save_pretrained(lm_dir)
-    parser, cfg = parse("tiny", f"--model.init_args.text_encoder.init_args.pretrained={lm_dir}")
+    parser, cfg = parse("tiny", "--config", str(MODEL_DIR.parent / "tiny" / "scratch_lm.yaml"),
+                        "--config", str(MODEL_DIR.parent / "tiny" / "lora_top.yaml"),
+                        f"--model.init_args.text_encoder.init_args.pretrained={lm_dir}")
     module = parser.instantiate(cfg).model
     module.configure_model()
     assert module.unet.config.cross_attention_dim == module.text_encoder.out_dim == 256
     trainable = {n.split(".")[0] for n, p in module.named_parameters() if p.requires_grad}
     assert trainable == {"text_encoder", "unet"}
     assert all("lora_" in n or n.startswith("proj.") for n, p in module.text_encoder.named_parameters() if p.requires_grad)
+    assert module.text_encoder.prefix_blocks == 1  # lora_top.yaml: LoRA in the top one of the 2 blocks
     n_unet = count_parameters(module.unet)
     print(f"tiny UNet {n_unet / 1e6:.2f}M params")
     assert 2e6 < n_unet < 8e6

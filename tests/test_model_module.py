@@ -7,7 +7,7 @@ from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 
 from paradiffusion.models import LLMTextEncoder, LoRASettings, TextRefiner, TokenGate
-from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config, tiny_unet
+from fixtures import build_tiny_tokenizer, tiny_llama_config, tiny_unet
 from paradiffusion.module import ParaDiffusion
 
 COLORS = {"red": (1.0, 0.0, 0.0), "blue": (0.0, 0.0, 1.0), "green": (0.0, 1.0, 0.0)}
@@ -72,7 +72,7 @@ def test_trains_samples_and_resumes(tok_dir, tmp_path):
     # make_pipeline(use_ema=True) copies: the training weights are untouched
     assert all(torch.equal(after[k], module.trainable_named_parameters()[k]) for k in after)
 
-    # test: sampling with EMA weights, logs test/loss (no spec in this batch → no scorer needed)
+    # test: sampling with EMA weights, logs test/loss (benchmark scores come from callbacks, see below)
     out = t.test(module, loader(module, n=4, batch_size=4), verbose=False)
     assert "test/loss" in out[0]
 
@@ -91,6 +91,35 @@ def test_trains_samples_and_resumes(tok_dir, tmp_path):
     nxt.configure_model()
     for k, p in nxt.trainable_named_parameters().items():
         torch.testing.assert_close(p, saved["ema"]["shadow"][k])
+
+
+def test_test_step_hands_its_images_to_callbacks_and_parashapes_scores_them(tok_dir, tmp_path):
+    """The module draws; a callback named in the config judges (`parashapes.callbacks.TestScore`, in base.yaml):
+    the library itself names no benchmark."""
+    from parashapes import ParaShapesDataset
+    from parashapes.callbacks import TestScore
+
+    module = make_module(tok_dir)
+
+    def collate(batch):
+        tok = module.text_encoder.tokenize([b["text"] for b in batch])
+        return {"pixel_values": torch.stack([2 * b["image"] - 1 for b in batch]), **tok,
+                "text": [b["text"] for b in batch], "id": [b["id"] for b in batch], "spec": [b["spec"] for b in batch]}
+
+    seen = []
+
+    class Spy(L.Callback):
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            seen.append(tuple(outputs["images"].shape))
+
+    t = trainer(tmp_path, callbacks=[TestScore(), Spy()])
+    out = t.test(module, DataLoader(ParaShapesDataset("test", 4, 32), batch_size=2, collate_fn=collate),
+                 verbose=False)[0]
+    assert seen == [(2, 3, 16, 16)] * 2  # the model's samples (its UNet draws 16 px)
+    assert 0.0 <= out["test/object_exact"] <= 1.0 and "test/presence" in out and "test/loss" in out
+    out = trainer(tmp_path).test(module, DataLoader(ParaShapesDataset("test", 2, 32), batch_size=2, collate_fn=collate),
+                                 verbose=False)[0]
+    assert "test/object_exact" not in out  # no scoring callback: the module only draws
 
 
 @pytest.mark.parametrize("kind", ["gate", "refiner", "embedding_skip"])
@@ -158,12 +187,14 @@ def test_validating_does_not_change_what_training_draws(tok_dir, tmp_path):
     """Two runs that differ only in validating every 2 steps or never end with the same weights: validation (its
     loader, its samples) draws nothing from the global random streams the training steps use."""
     from paradiffusion.data.stages import Stage2AlignmentData
+    from parashapes import ParaShapesDataset, ParaShapesIterable
 
     weights = []
     for validate in (True, False):
         L.seed_everything(0)
         module = make_module(tok_dir)
-        data = Stage2AlignmentData(tokenizer=str(tok_dir), batch_size=4, n_val=4, resolution=32)
+        data = Stage2AlignmentData(train_data=ParaShapesIterable("stage2", 32), val_data=ParaShapesDataset("val", 4, 32),
+                                   tokenizer=str(tok_dir), batch_size=4)
         t = trainer(tmp_path / str(validate), max_steps=5, enable_checkpointing=False, num_sanity_val_steps=0,
                     check_val_every_n_epoch=None, val_check_interval=2, limit_val_batches=1 if validate else 0)
         t.fit(module, datamodule=data)

@@ -4,7 +4,7 @@ import torch
 from transformers import LlamaModel
 
 from paradiffusion.models import LLMTextEncoder, LoRASettings
-from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config, tiny_unet
+from fixtures import build_tiny_tokenizer, tiny_llama_config, tiny_unet
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Datasets (infinite/finite, worker- and rank-aware), storage formats and the `paradiffusion data` CLI."""
+"""Datasets (infinite/finite, worker- and rank-aware, the DataModule's protocol), storage formats and the
+`parashapes` / `paradiffusion data` CLI."""
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,9 @@ import torch
 from PIL import Image
 
 from paradiffusion.cli import main as top_main
-from paradiffusion.parashapes import ParaShapesDataset, ParaShapesIterable, generate_split, iter_webdataset
-from paradiffusion.parashapes.describe import scene_list
-from paradiffusion.parashapes.storage import write_webdataset
+from parashapes import ParaShapesDataset, ParaShapesIterable, generate_split, iter_webdataset
+from parashapes.describe import scene_list
+from parashapes.storage import write_webdataset
 
 
 def test_iterable_items_and_equivalence():
@@ -34,6 +35,37 @@ def test_iterable_items_and_equivalence():
     assert [x["text"] for x in lists] == [scene_list(x["spec"]) for x in items] and lists[0]["text_kind"] == "scene_list"
     with pytest.raises(ValueError, match="text must be one of"):
         ParaShapesIterable("stage2", text="summary")
+
+
+def test_datasets_follow_the_datamodule_protocol(tmp_path):
+    from types import SimpleNamespace
+
+    from paradiffusion.data import ImageTextDataModule
+    from paradiffusion.data.stages import dataset_texts
+    from parashapes import ParaShapesFolder
+    from parashapes.storage import write_folder
+
+    stream = ParaShapesIterable("stage2", resolution=32, seed=3)
+    first = stream.take(4)  # the stream's first items, as a finite dataset
+    assert isinstance(first, ParaShapesDataset) and [x["id"] for x in first] == [x["id"] for x in islice(stream, 4)]
+    assert first.take(10).n == 4 and first.take(2).texts() == first.texts()[:2]
+    resumed = stream.resume(step=5, rank=1, world_size=2)  # a resumed run draws fresh scenes, dealt over ranks
+    assert (resumed.seed, resumed._rank, resumed._world, resumed.split) == (3 + 7919 * 5, 1, 2, "stage2")
+    # what the DataModule hands the trainer: the stream positioned at the restored step, on this rank
+    dm = ImageTextDataModule(train_data=stream, val_data=ParaShapesDataset("val", 8, 32), n_val=3)
+    dm.trainer = SimpleNamespace(global_step=7, global_rank=0, world_size=1)
+    train = dm.train_dataset()
+    assert isinstance(train, ParaShapesIterable) and train.seed == 3 + 7919 * 7
+    assert dataset_texts(dm._eval_dataset("val")) == ParaShapesDataset("val", 3, 32).texts()
+    dm.n_train = 5  # a finite training set: the stream's first 5 scenes, whatever the step
+    assert dataset_texts(dm.train_dataset()) == stream.take(5).texts()
+    # a split written to disk reads back with its specs
+    write_folder(first.specs, tmp_path / "f", 32)
+    folder = ParaShapesFolder(tmp_path / "f", 32)
+    assert folder.texts() == first.texts() and folder[1]["spec"] == first[1]["spec"]
+    assert torch.allclose(folder[1]["image"], first[1]["image"], atol=1 / 255)
+    with pytest.raises(FileNotFoundError, match="not a ParaShapes folder"):
+        ParaShapesFolder(tmp_path, 32)
 
 
 def test_ranks_and_workers_do_not_repeat():
@@ -138,3 +170,39 @@ def test_console_script_webdataset(tmp_path):
     samples = list(iter_webdataset(str(tmp_path / "wds" / "*.tar")))
     assert len(samples) == 5 and samples[0][1].size == (48, 48)
     assert samples[0][3]["id"] == "heldout-2-0000000"
+    # the benchmark's own console script: the same tools (`paradiffusion data` is a plugin entry point naming them)
+    exe = shutil.which("parashapes", path=str(Path(sys.executable).parent))
+    assert exe, "console script not installed (pip install -e .)"
+    r = subprocess.run([exe, "generate", "--split", "heldout", "--n", "5", "--resolution", "48", "--seed", "2",
+                        "--out", str(tmp_path / "wds2"), "--format", "webdataset"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "wds2" / "00000.tar").read_bytes() == (tmp_path / "wds" / "00000.tar").read_bytes()
+    r = subprocess.run([exe, "generate", "--split", "heldout", "--n", "0", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("parashapes generate: error:")
+
+
+def test_generate_reads_spec_files_through_the_plugin_and_plain_jsonl_itself(tmp_path):
+    from paradiffusion.checks import UserError
+    from paradiffusion.cli import _read_prompts
+    from parashapes import save_specs
+
+    specs = generate_split("test", 3, seed=0)
+    save_specs(specs, tmp_path / "specs.jsonl")
+    got = _read_prompts(tmp_path / "specs.jsonl")  # ParaShapes' plugin claims its spec files: scored
+    assert got.ids == [s.id for s in specs] and got.texts == [s.paragraph for s in specs]
+    assert got.references == [s.to_dict() for s in specs] and got.score is not None
+    images = torch.stack([ParaShapesDataset("test", 3, 32)[i]["image"] for i in range(3)])  # the scenes themselves
+    assert got.score(images, got.references)["object_exact"] > 0.9
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "a", "paragraph": "a red circle"}) + "\n" + json.dumps({"text": "a square"}) + "\n")
+    got = _read_prompts(plain)  # not scenes: the library's own JSONL reader, nothing to score
+    assert (got.ids, got.texts, got.references) == (["a", "0001"], ["a red circle", "a square"], None)
+    plain.write_text(json.dumps({"id": "a", "caption": "x"}) + "\n")
+    with pytest.raises(UserError, match=r"plain.jsonl:1: needs a non-empty paragraph, text or prompt field"):
+        _read_prompts(plain)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**specs[0].to_dict(), "background": "mauve"}) + "\n{not json\n")
+    with pytest.raises(UserError, match=r"bad.jsonl:1: .*\(and 1 more problems\)"):
+        _read_prompts(bad)

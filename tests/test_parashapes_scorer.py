@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from paradiffusion.parashapes import ParaShapesScore, SceneSpec, generate_split, render, render_tensor
-from paradiffusion.parashapes.perturb import degrade, pure_noise
-from paradiffusion.parashapes.scorer import analyze_image, score_scene
+from parashapes import ParaShapesScore, SceneSpec, generate_split, render, render_tensor
+from parashapes.perturb import degrade, pure_noise
+from parashapes.scorer import analyze_image, score_scene
 
 N_CALIB = 150  # per split: 300 scenes (~830 objects) per (resolution, style)
 
@@ -114,11 +114,12 @@ def test_analyze_reports_detections():
 
 
 def test_score_never_syncs_across_processes(monkeypatch, tmp_path):
-    """`evaluate.score` judges this process's images alone: under NCCL (DeepSpeed/DDP on GPUs) a sync of its CPU
-    states would fail ("No backend type associated with device type cpu"), as it did on an H200 before the fix."""
+    """`parashapes.evaluate.score` judges this process's images alone: under NCCL (DeepSpeed/DDP on GPUs) a sync of
+    its CPU states would fail ("No backend type associated with device type cpu"), as it did on an H200 before the
+    fix."""
     import torch.distributed as dist
 
-    from paradiffusion.evaluate import score
+    from parashapes.evaluate import score
 
     def no_collectives(*args, **kwargs):
         raise AssertionError("score() ran a collective")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from paradiffusion.parashapes import vocab
-from paradiffusion.parashapes.spec import SceneSpec, SpecError, load_specs, parse_spec_lines, save_specs
+from parashapes import vocab
+from parashapes.spec import SceneSpec, SpecError, load_specs, parse_spec_lines, save_specs
 
 GOOD = {"id": "hand-1", "paragraph": "A red circle.", "background": "white",
         "objects": [{"shape": "circle", "color": "red", "size": "large", "position": "top-left"}]}

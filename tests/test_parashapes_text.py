@@ -6,12 +6,13 @@ import re
 import numpy as np
 import pytest
 
-from paradiffusion.parashapes import generate_split
-from paradiffusion.parashapes.cli import read_paraprompts, writer_stats
-from paradiffusion.parashapes.generate import SPLITS
-from paradiffusion.parashapes.lexicon import HELDOUT, TRAIN
-from paradiffusion.parashapes.templates import HELDOUT_PARAGRAPH, PARAGRAPH
-from paradiffusion.parashapes.vocab import mention_bucket
+from parashapes import generate_split
+from parashapes.cli import read_paraprompts, writer_stats
+from parashapes.describe import scene_items, scene_list
+from parashapes.generate import SPLITS
+from parashapes.lexicon import HELDOUT, TRAIN
+from parashapes.templates import HELDOUT_PARAGRAPH, PARAGRAPH
+from parashapes.vocab import mention_bucket
 
 N = 1500
 
@@ -121,3 +122,29 @@ def test_writer_lengths_vs_paraprompts(paraprompts_csv):
     # a real paragraph's first 77 words leave a large part unseen, as in our long paragraphs
     assert np.mean(real > 77) > 0.9
     assert mention_bucket(76) == "0-76" and mention_bucket(77) == "77-255" and mention_bucket(256) == "256+"
+
+
+def test_scene_list_names_every_object_once_background_first():
+    spec = generate_split("test", 1, seed=0)[0]
+    text = scene_list(spec)
+    assert scene_items(text)[0] == f"{spec.background} background" and len(scene_items(text)) == len(spec.objects) + 1
+    assert scene_items(text)[1:] == [f"{o.size} {o.color} {o.shape} at {o.position}" for o in spec.objects]
+    assert scene_list(spec.to_dict()) == text  # a spec dict (JSONL) reads the same
+
+
+def test_scene_list_in_mention_order_follows_the_paragraph():
+    for spec in generate_split("test", 20, seed=0):
+        text = scene_list(spec, order="mention")
+        assert set(scene_items(text)) == set(scene_items(scene_list(spec)))  # same items, another order
+        assert scene_list(spec.to_dict(), order="mention") == text  # dicts (from disk) carry the mentions too
+        words = [m["word"] for m in spec.extra["mentions"]]
+        expected = [spec.objects[i] for i in sorted(range(len(words)), key=lambda i: words[i])]
+        assert scene_items(text)[1:] == [f"{o.size} {o.color} {o.shape} at {o.position}" for o in expected]
+    with pytest.raises(ValueError, match="order='alphabetical'"):
+        scene_list(spec, order="alphabetical")
+    d = spec.to_dict()
+    d["mentions"] = [None, *d["mentions"][1:]]  # an unmentioned object goes last
+    assert scene_items(scene_list(d, order="mention"))[-1] == scene_items(scene_list(spec))[1]
+    bare = {k: v for k, v in spec.to_dict().items() if k != "mentions"}
+    with pytest.raises(ValueError, match=f"scene {spec.id}: order='mention' needs one `mentions` entry"):
+        scene_list(bare, order="mention")

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.sampling import initial_noise, make_sampler, sample_loop
 from paradiffusion.models import LLMTextEncoder, LoRASettings, TextRefiner
-from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config, tiny_unet
+from fixtures import build_tiny_tokenizer, tiny_llama_config, tiny_unet
 from paradiffusion.pipeline import ParaDiffusionPipeline
 
 PARAS = ["a red circle at the top left", "two squares: a blue one at the bottom and a green one at the right", ""]

@@ -9,10 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from paradiffusion.parashapes import generate_split
-from paradiffusion.parashapes.lexicon import TRAIN
-
-from helpers import random_lm_dir
+from parashapes import generate_split
+from parashapes.lexicon import TRAIN
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
@@ -129,8 +127,8 @@ def test_init_checkpoint_takes_the_ema_and_swaps_the_llm(tmp_path):
 def test_evaluate_split_samples_the_described_texts(probe):
     """`evaluate_split(describe=...)`: the pipeline gets the scenes in the arm's words, and the judge scores its
     images against the scenes themselves (a renderer of the described scenes is perfect; chance is not)."""
-    from paradiffusion.evaluate import evaluate_split
-    from paradiffusion.parashapes.render import render_tensor
+    from parashapes.evaluate import evaluate_split
+    from parashapes.render import render_tensor
 
     by_text = {probe.scene_list(s.to_dict()): s for s in generate_split("test", 12, seed=0)}
     seen: list[str] = []
@@ -142,42 +140,3 @@ def test_evaluate_split_samples_the_described_texts(probe):
     scores = evaluate_split(pipeline, "test", n=12, seed=0, describe=probe.scene_list)
     assert seen == list(by_text)
     assert scores["object_exact"] > 0.9 and scores["chance/object_exact"] < 0.5
-
-
-def test_lm_summary_corpus_and_scoring(tmp_path):
-    tool = _load("lm_summary_probe")
-    n = tool.corpus(tmp_path / "corpus.txt", n_per_split=5)
-    docs = (tmp_path / "corpus.txt").read_text().splitlines()
-    assert n == len(docs) == 15
-    summarised = [d for d in docs if tool.CUE in d]
-    assert len(summarised) == 10  # stage-2/3 paragraphs get the scene list; stage-1 captions stay as they are
-    for doc, spec in zip(summarised, [*generate_split("stage2", 5, seed=0), *generate_split("stage3", 5, seed=0)]):
-        assert doc.endswith(tool.CUE + tool.scene_list(spec.to_dict()))
-    # scoring runs end to end on a (random) Hugging Face model directory and returns shares in [0, 1]
-    torch.manual_seed(0)
-    lm_dir = random_lm_dir(tmp_path / "lm")
-    assert (lm_dir / "tokenizer.json").is_file()
-    row = tool.evaluate(str(lm_dir), "val", 2)
-    assert row["n"] == 2 and all(0 <= row[k] <= 1 for k in ("summary_exact", "background", "objects_named"))
-    assert row["summary_exact"] == 0  # a random LM does not summarise
-
-
-def test_lm_summary_arm_writes_each_paragraph_once(tmp_path, probe, scenes, monkeypatch):
-    torch.manual_seed(0)
-    arm = probe.LMSummary(str(random_lm_dir(tmp_path / "lm")))
-    calls = []
-    real = arm.summarise
-    monkeypatch.setattr(arm, "summarise", lambda paragraph: calls.append(paragraph) or real(paragraph))
-    texts = [arm(spec) for spec in scenes[:3] + scenes[:3]]
-    assert calls == [spec["paragraph"] for spec in scenes[:3]]  # generated once per paragraph, then cached
-    assert texts[:3] == texts[3:] and all(isinstance(t, str) for t in texts)
-    assert not any("In short:" in t for t in texts)  # the summary stops before any second cue
-
-
-def test_committed_summariser_still_restates_test_paragraphs():
-    # docs/probes/summary_lm_2x128 backs the README's summarise-then-read figures; if the scene-list wording, the
-    # paragraph writer or the loading path drift, its summaries stop matching and those figures no longer reproduce.
-    lm_dir = Path(__file__).parents[1] / "docs" / "probes" / "summary_lm_2x128"
-    row = _load("lm_summary_probe").evaluate(str(lm_dir), "test", 12)
-    assert row["background"] == 1.0  # 60 of 60 in the README's measurement
-    assert row["objects_named"] > 0.2  # 0.27 on these 12, 0.325 on 60; an untrained LM names none

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from paradiffusion.data.text_cache import StaleCacheError, TextStateCache, open_text_cache, pad_states, text_key
 from paradiffusion.models import LLMTextEncoder, LoRASettings
-from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
+from fixtures import build_tiny_tokenizer, tiny_llama_config
 
 TEXTS = ["a red circle at the top", "a big blue square on a white background at the bottom right", "",
          "a small green triangle", "two shapes: a pink circle on the left and a cyan square in the center"]
@@ -111,7 +111,7 @@ def test_partial_shards_are_never_read(tmp_path):
 def test_a_training_step_on_cached_states_equals_the_live_step(lm_dir, tmp_path):
     from diffusers import DDPMScheduler
 
-    from paradiffusion.models.testing import tiny_unet
+    from fixtures import tiny_unet
     from paradiffusion.module import ParaDiffusion
 
     torch.manual_seed(0)

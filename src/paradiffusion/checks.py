@@ -111,7 +111,12 @@ def load_checkpoint(path: str | os.PathLike, field: str, *, need_state_dict: boo
     if p.stat().st_size == 0:
         raise UserError(f"{field}: {p} is empty (0 bytes): an interrupted save? use an earlier checkpoint")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:
+            if not mmap:
+                raise
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)  # a legacy (non-zip) file cannot be mmap'd
     except Exception as exc:  # zip/pickle errors come in many types (RuntimeError, UnpicklingError, EOFError, ...)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Weights only load failed" in str(exc):

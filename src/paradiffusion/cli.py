@@ -3,9 +3,11 @@
 * ``paradiffusion fit|validate|test|predict --config A.yaml --config B.yaml ...`` — a :class:`LightningCLI` over any
   LightningModule (``ParaDiffusion``, the stage-0 ``CausalLMPretrain``) and any DataModule (one per stage);
   configs compose left to right and may interpolate (``parser_mode="omegaconf"``).
-* ``paradiffusion data generate|score|render`` — the ParaShapes benchmark.
 * ``paradiffusion generate`` — paragraphs -> PNGs + grid, from a run (config + checkpoint) or a pipeline directory.
 * ``paradiffusion export`` — checkpoint -> the released-weights directory layout (EMA weights, safetensors).
+* ``paradiffusion cache-text`` — a run's frozen text states into its text cache, before training.
+* ``paradiffusion <command>`` — commands that installed packages add (entry points, `paradiffusion.plugins`; a
+  benchmark's data tools, e.g. ``paradiffusion data ...``).
 
 Bad input never fails silently or with a traceback: a missing, empty, mis-encoded or corrupt input file, weights with
 NaN/Inf, or a stage whose previous stage has not been run gets one line on stderr naming the file, line or field, and
@@ -31,10 +33,12 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 
 from paradiffusion.checks import MissingInputError, NonFiniteError, UserError, assert_finite_modules, load_checkpoint
+from paradiffusion.plugins import Prompts
 
 log = logging.getLogger(__name__)
 
-OTHER_COMMANDS = ("data", "generate", "export", "cache-text")
+OTHER_COMMANDS = ("generate", "export", "cache-text")  # besides LightningCLI's and the plugins' commands
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 class ParaDiffusionCLI(LightningCLI):
@@ -98,10 +102,18 @@ class ParaDiffusionCLI(LightningCLI):
             if isinstance(value, str) and not Path(value).is_dir():
                 raise MissingInputError(f"{field}: {value} is not a directory (a Hugging Face model directory)"
                                         f"{_producer_hint(value, self._args)}")
+        for field, value in _find_keys(cfg, "gguf_file"):
+            if isinstance(value, str):
+                from paradiffusion.models.gguf import resolve_gguf_path
+
+                try:
+                    resolve_gguf_path(value)
+                except FileNotFoundError as e:
+                    raise MissingInputError(f"{field}: {e}") from None
         data = cfg.get("data")
         train_path = _get(data, "init_args.train_path")
-        if isinstance(train_path, str) and _get(data, "init_args.source") not in (None, "parashapes"):
-            from paradiffusion.parashapes.storage import shard_paths
+        if isinstance(train_path, str) and _get(data, "init_args.source") is not None:
+            from paradiffusion.shards import shard_paths
 
             if not [p for p in shard_paths(train_path) if Path(p).exists()]:
                 raise MissingInputError(f"data.init_args.train_path: nothing found at {train_path}")
@@ -187,10 +199,12 @@ def _producer_hint(missing: str, args: list[str]) -> str:
             if not isinstance(cfg, dict):
                 continue
             trainer, model = cfg.get("trainer") or {}, cfg.get("model") or {}
-            logger = (trainer.get("logger") or {}).get("init_args") or {} if isinstance(trainer, dict) else {}
-            outputs = [_get(model, "init_args.export_dir"), trainer.get("default_root_dir") if isinstance(trainer, dict) else None]
+            trainer = trainer if isinstance(trainer, dict) else {}
+            logger = _get(trainer, "logger.init_args") or {}
+            outputs = [_get(model, "init_args.export_dir"), trainer.get("default_root_dir")]
             if isinstance(logger, dict) and logger.get("save_dir"):
-                outputs.append(os.path.join(*[str(logger[k]) for k in ("save_dir", "name", "version") if logger.get(k) is not None]))
+                parts = [str(logger[k]) for k in ("save_dir", "name", "version") if logger.get(k) is not None]
+                outputs.append(os.path.join(*parts))
             for out in outputs:
                 if not isinstance(out, str):
                     continue
@@ -223,6 +237,9 @@ def load_module(config: str | list[str], ckpt_path: str | None = None, overrides
             raise MissingInputError(f"--config: config not found: {c}")
         args += ["--config", c]
     checkpoint = load_checkpoint(ckpt_path, "--ckpt_path") if ckpt_path is not None else None
+    if checkpoint == {}:  # a DeepSpeed checkpoint directory
+        raise UserError(f"--ckpt_path: {ckpt_path} is a DeepSpeed checkpoint directory: convert it to one file first "
+                        f"(lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict)")
     cli = ParaDiffusionCLI(args=args + list(overrides or []), run=False, check_init_from=checkpoint is None)
     module = cli.model
     if checkpoint is not None and hasattr(module, "_skip_init_from"):
@@ -230,7 +247,7 @@ def load_module(config: str | list[str], ckpt_path: str | None = None, overrides
     if hasattr(module, "configure_model"):
         module.configure_model()
     if checkpoint is not None:
-        module.on_load_checkpoint(checkpoint)  # first: it may drop keys that are not the module's (old rewriter weights)
+        module.on_load_checkpoint(checkpoint)  # first: it builds the EMA from the checkpoint
         module.load_state_dict(checkpoint["state_dict"])
     module.eval()
     return module
@@ -247,12 +264,14 @@ def _decode(path: Path, data: bytes) -> str:
                         f"save the file as UTF-8") from None
 
 
-def _read_prompts(path: Path) -> tuple[list[str], list[str], list[dict] | None]:
+def _read_prompts(path: Path) -> Prompts:
     """Paragraphs from ``.txt`` (one per line), ``.csv`` (a ``Prompt``/``text``/``paragraph`` column, e.g.
-    ParaPrompts-400) or ParaShapes ``.jsonl`` specs (then the images are also scored).
+    ParaPrompts-400), ``.jsonl`` (a ``paragraph``/``text``/``prompt`` field per record, ids from ``id``), or a file
+    in an installed benchmark's own format (`paradiffusion.plugins.Benchmark.read_prompts`; its images are then
+    also scored).
 
-    A missing, unreadable, non-UTF-8 or empty file, a CSV without a text column and an empty CSV cell are user
-    errors naming the file (and line)."""
+    A missing, unreadable, non-UTF-8 or empty file, a CSV without a text column, an empty CSV cell and a JSONL record
+    without text are user errors naming the file (and line)."""
     if not path.exists():
         raise MissingInputError(f"--prompts: {path} not found")
     if not path.is_file():
@@ -262,16 +281,14 @@ def _read_prompts(path: Path) -> tuple[list[str], list[str], list[dict] | None]:
     except OSError as e:
         raise UserError(f"--prompts: cannot read {path}: {e.strerror or e}") from None
     text = _decode(path, data)
-    if path.suffix == ".jsonl":
-        from paradiffusion.parashapes.spec import SpecError, load_specs
+    from paradiffusion.plugins import benchmarks
 
-        try:
-            specs = load_specs(path)
-        except SpecError as e:
-            raise UserError(str(e).splitlines()[0] + (f" (and {len(e.errors) - 1} more problems)" if len(e.errors) > 1 else "")) from None
-        if not specs:
-            raise UserError(f"{path}: no specs (the file is empty or has only blank lines)")
-        return [s.id for s in specs], [s.paragraph for s in specs], [s.to_dict() for s in specs]
+    for benchmark in benchmarks():
+        prompts = benchmark.read_prompts(path, text)
+        if prompts is not None:
+            return prompts
+    if path.suffix == ".jsonl":
+        return _read_jsonl_prompts(path, text)
     if path.suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         try:
@@ -288,11 +305,31 @@ def _read_prompts(path: Path) -> tuple[list[str], list[str], list[dict] | None]:
         if empty:
             raise UserError(f"{path}:{empty[0]}: empty {column} ({len(empty)} rows in all); an empty paragraph "
                             f"would silently draw an unconditional image")
-        return [f"{i:04d}" for i in range(len(rows))], [r[column] for _, r in rows], None
+        return Prompts([f"{i:04d}" for i in range(len(rows))], [r[column] for _, r in rows])
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise UserError(f"{path}: no paragraphs (the file is empty or has only blank lines)")
-    return [f"{i:04d}" for i in range(len(lines))], lines, None
+    return Prompts([f"{i:04d}" for i in range(len(lines))], lines)
+
+
+def _read_jsonl_prompts(path: Path, text: str) -> Prompts:
+    from paradiffusion.jsonl import iter_jsonl
+
+    ids, texts = [], []
+    try:
+        for line, record in iter_jsonl(io.StringIO(text), path):
+            field = next((k for k in ("paragraph", "text", "prompt") if k in record), None)
+            value = record.get(field) if field else None
+            if not isinstance(value, str) or not value.strip():
+                raise UserError(f"{path}:{line}: needs a non-empty paragraph, text or prompt field (have "
+                                f"{sorted(record)}); an empty paragraph would silently draw an unconditional image")
+            ids.append(str(record.get("id", f"{len(ids):04d}")))
+            texts.append(value)
+    except ValueError as e:  # malformed JSON, a record that is not an object
+        raise UserError(str(e)) from None
+    if not texts:
+        raise UserError(f"{path}: no records (the file is empty or has only blank lines)")
+    return Prompts(ids, texts)
 
 
 def _positive(v: str) -> int:
@@ -318,16 +355,17 @@ def _load_pipeline(directory: str) -> Any:
     try:
         return ParaDiffusionPipeline.from_pretrained(directory)
     except (OSError, ValueError, KeyError) as e:  # missing parts, unreadable safetensors/config files
-        raise UserError(f"--pipeline {directory}: cannot load it ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--pipeline {directory}: cannot load it ({reason})") from None
 
 
 def _check_pipeline_finite(pipeline: Any, where: str) -> None:
-    assert_finite_modules({"text_encoder": pipeline.text_encoder, "unet": pipeline.unet, "vae": pipeline.vae,
-                           "text_rewriter": pipeline.text_rewriter}, where)
+    assert_finite_modules({"text_encoder": pipeline.text_encoder, "unet": pipeline.unet, "vae": pipeline.vae}, where)
 
 
 def generate_main(argv: list[str]) -> int:
-    from paradiffusion.evaluate import SamplingSettings, make_grid, sample, save_images, score, to_pil
+    from paradiffusion.evaluate import SamplingSettings, make_grid, sample, save_images, to_pil
+    from paradiffusion.plugins import benchmarks
 
     p = argparse.ArgumentParser(prog="paradiffusion generate", description="paragraphs -> PNGs + grid")
     src = p.add_mutually_exclusive_group(required=True)
@@ -335,9 +373,13 @@ def generate_main(argv: list[str]) -> int:
     src.add_argument("--pipeline", help="a pipeline directory written by `paradiffusion export`")
     p.add_argument("--ckpt_path", help="checkpoint to load (with --config)")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--prompts", type=Path, help=".txt (one per line), .csv (Prompt column) or ParaShapes .jsonl")
-    what.add_argument("--split", help="a ParaShapes split (e.g. heldout); images are scored")
-    p.add_argument("--n", type=_positive, default=16, help="how many paragraphs (with --split, or the first N of --prompts)")
+    what.add_argument("--prompts", type=Path,
+                      help=".txt (one per line), .csv (Prompt column), .jsonl (paragraph field) or an installed "
+                           "benchmark's own file format (then the images are also scored)")
+    for benchmark in benchmarks():  # named prompt sets of installed benchmarks (e.g. --split), scored
+        benchmark.add_generate_arguments(what)
+    p.add_argument("--n", type=_positive, default=16,
+                   help="how many paragraphs (of a benchmark's prompt set, or the first N of --prompts)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=_positive, default=20)
     p.add_argument("--guidance", type=float, default=3.0)
@@ -350,25 +392,20 @@ def generate_main(argv: list[str]) -> int:
         p.error("--config needs --ckpt_path")
 
     # The paragraphs first: a bad prompts file is reported before a model is loaded.
-    if a.split:
-        from paradiffusion.parashapes import SPLITS, generate_split
-
-        if a.split not in SPLITS:
-            p.error(f"argument --split: invalid choice: {a.split!r} (choose from {', '.join(SPLITS)})")
-        specs = generate_split(a.split, a.n, seed=a.seed)
-        ids, paragraphs, spec_dicts = [s.id for s in specs], [s.paragraph for s in specs], [s.to_dict() for s in specs]
+    if a.prompts is not None:
+        prompts = _read_prompts(a.prompts).head(a.n)
     else:
-        ids, paragraphs, spec_dicts = _read_prompts(a.prompts)
-        ids, paragraphs = ids[: a.n], paragraphs[: a.n]
-        spec_dicts = spec_dicts[: a.n] if spec_dicts else None
+        prompts = next((got for b in benchmarks() if (got := b.prompts(a, a.n, a.seed)) is not None), None)
+        if prompts is None:
+            p.error("one of the arguments --prompts or a benchmark's prompt set is required")
+    ids, paragraphs = prompts.ids, prompts.texts
     if a.pipeline:
         pipeline = _load_pipeline(a.pipeline)
         _check_pipeline_finite(pipeline, f"--pipeline {a.pipeline}")
     else:
         pipeline = load_module(a.config, a.ckpt_path).make_pipeline(use_ema=not a.no_ema)
         _check_pipeline_finite(pipeline, f"--ckpt_path {a.ckpt_path} ({'raw' if a.no_ema else 'EMA'} weights)")
-    restated = pipeline.restate(paragraphs) if pipeline.text_rewriter is not None else None  # cached: no new work later
-    cut = _truncated(pipeline, restated or paragraphs)
+    cut = _truncated(pipeline, paragraphs)
     if cut:  # counted and reported, as training counts them (train/truncated)
         limit = pipeline.text_encoder.max_length
         print(f"paradiffusion generate: {len(cut)} of {len(paragraphs)} paragraphs are longer than the text encoder's "
@@ -382,12 +419,11 @@ def generate_main(argv: list[str]) -> int:
     tokens = dict(cut)
     with (a.out / "paragraphs.jsonl").open("w") as f:
         for i, (key, text) in enumerate(zip(ids, paragraphs)):
-            row = {"id": key, "paragraph": text, **({"restated": restated[i]} if restated else {}),
-                   **({"truncated": True, "tokens": tokens[i]} if i in tokens else {})}
+            row = {"id": key, "paragraph": text, **({"truncated": True, "tokens": tokens[i]} if i in tokens else {})}
             f.write(json.dumps(row) + "\n")
     print(f"wrote {len(ids)} images and grid.png to {a.out}" + (f" ({len(cut)} paragraphs truncated)" if cut else ""))
-    if spec_dicts:
-        scores = score(images, spec_dicts)
+    if prompts.references and prompts.score is not None:
+        scores = prompts.score(images, prompts.references)
         (a.out / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
         print(json.dumps({k: round(v, 4) for k, v in scores.items() if "/" not in k}, indent=2))
     return 0
@@ -463,10 +499,12 @@ def main(argv: list[str] | None = None) -> int | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = f"paradiffusion {argv[0]}" if argv and not argv[0].startswith("-") else "paradiffusion"
     try:
-        if argv and argv[0] == "data":
-            from paradiffusion.parashapes.cli import main as data_main
+        if argv and argv[0] not in (*OTHER_COMMANDS, *LIGHTNING_COMMANDS) and not argv[0].startswith("-"):
+            from paradiffusion.plugins import commands
 
-            return data_main(argv[1:])
+            plugin = commands().get(argv[0])
+            if plugin is not None:  # a command an installed package adds (entry points `paradiffusion.commands`)
+                return plugin(argv[1:])
         if argv and argv[0] == "generate":
             return generate_main(argv[1:])
         if argv and argv[0] == "export":
@@ -474,7 +512,10 @@ def main(argv: list[str] | None = None) -> int | None:
         if argv and argv[0] == "cache-text":
             return cache_text_main(argv[1:])
         if not argv or argv[0] in ("-h", "--help"):
-            print(__doc__.strip() + "\n")
+            from paradiffusion.plugins import commands
+
+            installed = f"Installed plugin commands: {', '.join(sorted(commands()))}\n" if commands() else ""
+            print(__doc__.strip() + "\n\n" + installed)
         ParaDiffusionCLI(args=None if from_sys else argv)
     except (UserError, NonFiniteError) as e:  # bad input (2) or a run stopped by the non-finite guard (1)
         print(f"{command}: {e}", file=sys.stderr)
@@ -482,8 +523,8 @@ def main(argv: list[str] | None = None) -> int | None:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        print(f"{command}: disk full while writing{' ' + str(e.filename) if e.filename else ''}: nothing partial was "
-              f"kept (checkpoints and exports are written whole or not at all); free space and run again",
+        print(f"{command}: disk full while writing{' ' + str(e.filename) if e.filename else ''}: checkpoints and "
+              f"exports are written whole or not at all, so the previous ones are intact; free space and run again",
               file=sys.stderr)
         return 1
     _destroy_process_group()

@@ -1,15 +1,14 @@
-"""Sample images for ParaShapes paragraphs and score their faithfulness. No Lightning import.
+"""Sampling images for paragraphs, image grids and files, and the text-use probe. No Lightning import.
 
-Shared by the validation callback, ``paradiffusion generate`` and the demo, so every number the project prints
-comes from one code path.
+Shared by ``paradiffusion generate``, the callbacks and the benchmarks built on the library (e.g. ParaShapes), so
+every image the project scores is drawn by one code path.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -69,94 +68,33 @@ def sample(pipeline: Any, paragraphs: Sequence[str], settings: SamplingSettings,
     )
 
 
-def score(images: torch.Tensor, specs: Sequence[Any]) -> dict[str, float]:
-    """ParaShapes faithfulness of ``images`` against their specs, as plain floats, from this process alone.
-
-    No cross-process sync: callers score images every rank has (the validation callback samples the same fixed
-    paragraphs on each rank), and a sync of these CPU states would fail under NCCL (DeepSpeed/DDP on GPUs).
-    """
-    from paradiffusion.parashapes import ParaShapesScore
-
-    metric = ParaShapesScore(sync_on_compute=False)
-    metric.update(images.float().cpu(), list(specs))
-    return {k: float(v) for k, v in metric.compute().items()}
-
-
-def score_with_chance(images: torch.Tensor, specs: Sequence[Any]) -> dict[str, float]:
-    """:func:`score`, plus ``chance/<metric>``: the same images judged against the next scene's spec (cyclic shift),
-    i.e. what they earn without following their own paragraph (the image prior's hits)."""
-    scores = score(images, specs)
-    if len(specs) > 1:
-        scores.update({f"chance/{k}": v for k, v in score(images, list(specs[1:]) + list(specs[:1])).items()
-                       if not k.startswith("by_mention/")})
-    return scores
-
-
-def evaluate_split(
-    pipeline: Any,
-    split: str = "heldout",
-    n: int = 64,
-    seed: int = 0,
-    settings: SamplingSettings | None = None,
-    out_dir: str | Path | None = None,
-    describe: Callable[[dict[str, Any]], str] | None = None,
-) -> dict[str, float]:
-    """Sample ``n`` images for a ParaShapes split and score them; optionally write PNGs, specs and scores.
-    ``describe(spec_dict)`` words the scenes instead of their own paragraphs (as in :func:`text_dependence`).
-
-    Also returns ``chance/<metric>`` (:func:`score_with_chance`): a model follows its text by the margin
-    ``<metric> - chance/<metric>``, not by ``<metric>`` alone."""
-    from paradiffusion.parashapes import generate_split
-
-    settings = settings or SamplingSettings()
-    specs = generate_split(split, n, seed=seed)
-    texts = [describe(s.to_dict()) if describe else s.paragraph for s in specs]
-    images = sample(pipeline, texts, settings, seed=seed)
-    scores = score_with_chance(images, specs)
-    if out_dir is not None:
-        out = Path(out_dir)
-        save_images(images, [s.id for s in specs], out / "images")
-        to_pil(make_grid(images[:64])).save(out / "grid.png")
-        with (out / "specs.jsonl").open("w") as f:
-            for s in specs:
-                f.write(json.dumps(s.to_dict()) + "\n")
-        (out / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
-    return scores
-
-
 @torch.no_grad()
 def text_dependence(
     model: Any,
-    split: str = "val",
-    n: int = 64,
+    items: Sequence[Mapping[str, Any]],
     timesteps: Sequence[int] = (100, 300, 500, 700, 900),
     seed: int = 0,
-    resolution: int | None = None,
     batch_size: int = 16,
-    describe: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, float]:
-    """Does the denoiser use its text? The diffusion loss on ``n`` ParaShapes images at fixed noise and fixed
-    timesteps, conditioned on (a) each image's own paragraph, (b) another image's paragraph (rolled by one), and
-    (c) the empty paragraph. A model that reads its paragraphs has ``loss_true`` clearly below ``loss_shuffled``;
-    equal losses mean it draws from its image prior alone, whatever the judge's attribute scores say.
+    """Does the denoiser use its text? The diffusion loss on the images of ``items`` (``{"image": (3, R, R) in
+    [0, 1], "text": str}`` each, e.g. a dataset's items) at fixed noise and fixed timesteps, conditioned on (a) each
+    image's own text, (b) another image's text (rolled by one), and (c) the empty text. A model that reads its
+    paragraphs has ``loss_true`` clearly below ``loss_shuffled``; equal losses mean it draws from its image prior
+    alone, whatever a benchmark's attribute scores say.
 
     ``model`` is a :class:`~paradiffusion.module.ParaDiffusion` (anything with ``text_encoder``,
     ``noise_scheduler``, ``to_diffusion_space`` and ``forward(x_t, t, context, mask)``). Images go through the
     model ``batch_size`` at a time (the result does not depend on it beyond float rounding), so the probe fits
-    wherever training does. ``describe`` turns an item's spec dict into its text (default: the split's own
-    paragraph), e.g. to probe a model trained on another description style. Returns the three losses averaged over ``timesteps``, per-timestep values
+    wherever training does. Returns the three losses averaged over ``timesteps``, per-timestep values
     (``loss_true/t=…``) and ``shuffled_over_true``.
     """
     from paradiffusion.diffusion.schedule import training_target
-    from paradiffusion.parashapes import ParaShapesDataset
 
-    resolution = resolution or int(model.unet.config.sample_size) * (8 if getattr(model, "vae", None) is not None else 1)
-    dataset = ParaShapesDataset(split, n, resolution=resolution, seed=seed)  # built once: it generates all n specs
-    items = [dataset[i] for i in range(n)]
+    n = len(items)
+    if n == 0:
+        raise ValueError("text_dependence: no items")
     device = next(model.unet.parameters()).device
-    texts = [describe(it["spec"]) if describe else it["text"] for it in items]
-    if getattr(model, "text_rewriter", None) is not None:
-        texts = model.restate(texts)  # what the model's encoder reads; the shuffled pairs below stay shuffled
+    texts = [it["text"] for it in items]
     conditions = {"true": texts, "shuffled": texts[1:] + texts[:1], "empty": [""] * n}
     pixels = torch.stack([it["image"] for it in items]) * 2 - 1  # (N, 3, R, R) in [-1, 1]
     # the same noise whatever batch_size: drawn for all n images at once

@@ -19,7 +19,6 @@ from torch import nn
 from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.schedule import diffusion_loss, loss_weights, training_target
 from paradiffusion.ema import EMA
-from paradiffusion.models.rewriter import TextRewriter
 from paradiffusion.models.text_encoder import LLMTextEncoder
 from paradiffusion.models.vae import encode_images
 from paradiffusion.pipeline import ParaDiffusionPipeline
@@ -48,11 +47,6 @@ class ParaDiffusion(L.LightningModule):
             holds only the trainable weights (they are reloaded from their directories).
         sample_steps, guidance_scale, sampler, sample_seed: sampling settings for `test_step` (and the
             defaults of `make_pipeline` users).
-        text_rewriter: optional frozen causal LM that restates every paragraph before the text encoder reads it,
-            in training and sampling alike (`paradiffusion.models.rewriter`; not the paper's recipe, which reads
-            the paragraph itself). Training batches that already carry text in its form (`batch["restated"]`, set by
-            the collate function for `data.train_text: scene_list`) are read as they are. `None` (default): the
-            paragraph is read as it is.
     """
 
     def __init__(
@@ -79,14 +73,9 @@ class ParaDiffusion(L.LightningModule):
         guidance_scale: float = 4.0,
         sampler: Literal["dpm", "ddim"] = "dpm",
         sample_seed: int = 0,
-        text_rewriter: TextRewriter | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["text_encoder", "unet", "noise_scheduler", "vae", "text_rewriter"])
-        # Kept outside the module tree: frozen, so its weights come from its own directory and never enter
-        # checkpoints (another rewriter can read the same model), and sharded strategies (ZeRO-3) must not partition
-        # the weights it generates with. It follows the module's device in `restate`.
-        self.__dict__["text_rewriter"] = text_rewriter
+        self.save_hyperparameters(ignore=["text_encoder", "unet", "noise_scheduler", "vae"])
         self.text_encoder = text_encoder
         self.unet = unet
         self.noise_scheduler = noise_scheduler
@@ -163,23 +152,8 @@ class ParaDiffusion(L.LightningModule):
         """Denoiser output for `x_t (B, C, h, w)` given text states `(B, T, D)` and mask `(B, T)`."""
         return unet_forward(self.unet, x_t, timesteps, context, context_mask)
 
-    def restate(self, paragraphs: list[str]) -> list[str]:
-        """What the text encoder reads for each paragraph: the rewriter's restatement, or the paragraph itself."""
-        if self.text_rewriter is None:
-            return list(paragraphs)
-        if next(self.text_rewriter.parameters()).device != self.device:
-            self.text_rewriter.to(self.device)
-        return self.text_rewriter(list(paragraphs))
-
     def _text_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.text_rewriter is not None and "restated" not in batch:
-            # The collate function tokenised the paragraphs; the encoder reads their restatements instead.
-            batch["restated"] = self.restate(batch["text"])
-            tok = self.text_encoder.tokenize(batch["restated"])
-            batch.update({k: v.to(self.device) for k, v in tok.items()})
-            batch.pop("num_truncated", None)  # the flags of the restatements (`truncated`) count now
-            batch.pop("prefix_states", None)  # cached states are the paragraph's, not the restatement's
-        elif "input_ids" not in batch:  # a text-only batch: tokenise here
+        if "input_ids" not in batch:  # a text-only batch: tokenise here
             tok = self.text_encoder.tokenize(batch["text"])
             batch.update({k: v.to(self.device) for k, v in tok.items()})
         return batch["input_ids"], batch["attention_mask"]
@@ -269,10 +243,9 @@ class ParaDiffusion(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["pixel_values"].shape[0], sync_dist=True)
         return loss
 
-    # ================================================================== test: sample and score
+    # ================================================================== test: sample (callbacks score the images)
     def on_test_epoch_start(self) -> None:
         self._swap_ema_in()  # test samples come from the EMA weights
-        self.__dict__["_test_score"] = None
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         loss = self.diffusion_step(batch, 0.0, generator=torch.Generator().manual_seed(batch_idx))
@@ -283,19 +256,11 @@ class ParaDiffusion(L.LightningModule):
             batch["text"], num_inference_steps=self.hparams.sample_steps, guidance_scale=self.hparams.guidance_scale,
             seed=first, sampler=self.hparams.sampler, batch_size=bs,
         )  # (B, 3, H, W) in [0, 1]
-        if batch.get("spec") is not None:
-            if self._test_score is None:
-                from paradiffusion.parashapes import ParaShapesScore  # lazy: owned by the ParaShapes area
-
-                # Kept out of the module tree so it never enters state_dict / checkpoints.
-                self.__dict__["_test_score"] = ParaShapesScore().to(self.device)
-            self._test_score.update(images.to(self.device), batch["spec"])
+        # what a benchmark's callback judges (`on_test_batch_end(..., outputs, batch, ...)`, e.g. ParaShapes'
+        # `TestScore`, listed in experiments/base.yaml)
         return {"images": images, "loss": loss}
 
     def on_test_epoch_end(self) -> None:
-        if self.__dict__.get("_test_score") is not None:
-            for key, value in self._test_score.compute().items():
-                self.log(f"test/{key}", value)
         self._swap_ema_out()
 
     # ================================================================== EMA
@@ -362,8 +327,6 @@ class ParaDiffusion(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._skip_init_from = True  # restoring a checkpoint: its weights win over init_from
-        for k in [k for k in checkpoint.get("state_dict", {}) if k.startswith("text_rewriter.")]:
-            del checkpoint["state_dict"][k]  # written while the rewriter was a submodule; it loads from its directory
         self.configure_model()
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
@@ -409,4 +372,4 @@ class ParaDiffusion(L.LightningModule):
                 for k, p in self.trainable_named_parameters(root=copies).items():
                     p.copy_(self.__dict__["_raw_backup"][k])
             text_encoder, unet = copies["text_encoder"], copies["unet"]
-        return ParaDiffusionPipeline(text_encoder, unet, self.noise_scheduler, self.vae, text_rewriter=self.text_rewriter)
+        return ParaDiffusionPipeline(text_encoder, unet, self.noise_scheduler, self.vae)

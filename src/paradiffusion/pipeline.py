@@ -7,7 +7,6 @@ Layout (`save_pretrained` / `from_pretrained`)::
     DIR/unet/                   diffusers UNet2DConditionModel (EMA weights when exported from training)
     DIR/sdxl-vae-fp16-fix/      diffusers AutoencoderKL, only when a VAE is used
     DIR/scheduler/              the training noise schedule (DDPMScheduler config)
-    DIR/text_rewriter/          causal LM + tokenizer + rewriter.json, only when a `TextRewriter` is used (ours)
     DIR/text_encoder_config.json, DIR/text_encoder_projection.safetensors, DIR/text_encoder_connector.safetensors,
     DIR/text_encoder_embedding_skip.safetensors, DIR/model_index.json   (ours; optional)
 
@@ -29,7 +28,6 @@ from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.guidance import classifier_free_guidance, pad_context
 from paradiffusion.diffusion.sampling import initial_noise, make_sampler, sample_loop
 from paradiffusion.models.connector import TextConnector
-from paradiffusion.models.rewriter import TextRewriter
 from paradiffusion.models.text_encoder import LLMTextEncoder
 from paradiffusion.models.vae import decode_latents
 
@@ -39,7 +37,6 @@ DEFAULT_LAYOUT = {
     "unet": "unet",
     "vae": "sdxl-vae-fp16-fix",
     "scheduler": "scheduler",
-    "text_rewriter": "text_rewriter",
 }
 RELEASED_TEXT_ENCODER = {"hidden_layer": -1, "max_length": 256, "padding": "max_length", "mask_padding": False}
 
@@ -48,7 +45,6 @@ class ParaDiffusionPipeline:
     """Text encoder + UNet (+ VAE) + noise schedule → sampler with classifier-free guidance.
 
     `scheduler` is the *training* schedule; each call builds a fresh DPM-Solver++ or DDIM sampler from it.
-    With a `text_rewriter`, each paragraph is restated by it first and the text encoder reads the restatement.
     """
 
     def __init__(
@@ -57,13 +53,11 @@ class ParaDiffusionPipeline:
         unet: UNet2DConditionModel,
         scheduler: SchedulerMixin,
         vae: AutoencoderKL | None = None,
-        text_rewriter: TextRewriter | None = None,
     ) -> None:
         self.text_encoder = text_encoder
         self.unet = unet
         self.scheduler = scheduler
         self.vae = vae
-        self.text_rewriter = text_rewriter
         # Optional `data.text_cache.TextStateCache` of the encoder's frozen prefix: paragraphs it holds skip the
         # frozen LLM blocks (evaluation re-reads the same paragraphs after every stage).
         self.text_cache = None
@@ -74,19 +68,14 @@ class ParaDiffusionPipeline:
         return next(self.unet.parameters()).device
 
     def to(self, device: str | torch.device) -> "ParaDiffusionPipeline":
-        for m in (self.text_encoder, self.unet, self.vae, self.text_rewriter):
+        for m in (self.text_encoder, self.unet, self.vae):
             if m is not None:
                 m.to(device)
         return self
 
-    def restate(self, paragraphs: Sequence[str]) -> list[str]:
-        """What the text encoder reads: the rewriter's restatements ("" stays ""), or the paragraphs themselves."""
-        return list(paragraphs) if self.text_rewriter is None else self.text_rewriter(list(paragraphs))
-
     def encode(self, paragraphs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Paragraphs → text states `(B, T, D)` and mask `(B, T)` on the UNet's device (restated first when a
-        rewriter is set)."""
-        texts = self.restate(paragraphs)
+        """Paragraphs → text states `(B, T, D)` and mask `(B, T)` on the UNet's device."""
+        texts = list(paragraphs)
         tok = self.text_encoder.tokenize(texts)
         device = next(self.text_encoder.parameters()).device
         prefix = None
@@ -196,10 +185,6 @@ class ParaDiffusionPipeline:
         else:
             layout.pop("vae")
         self.scheduler.save_pretrained(out / layout["scheduler"])
-        if self.text_rewriter is not None:
-            self.text_rewriter.save_pretrained(out / layout["text_rewriter"])
-        else:
-            layout.pop("text_rewriter")
         (out / "model_index.json").write_text(json.dumps({"_class_name": "ParaDiffusionPipeline", **layout}, indent=2))
 
     @classmethod
@@ -219,6 +204,9 @@ class ParaDiffusionPipeline:
         index = root / "model_index.json"
         layout = dict(DEFAULT_LAYOUT, **{k: v for k, v in json.loads(index.read_text()).items() if not k.startswith("_")}) \
             if index.is_file() else dict(DEFAULT_LAYOUT)
+        if "text_rewriter" in layout:  # written by an earlier version: its model reads restatements, not paragraphs
+            raise ValueError(f"{root}: exported with a text rewriter (model_index.json names 'text_rewriter'), which "
+                             f"this version no longer supports; its images would not be the model's")
         cfg_path = root / "text_encoder_config.json"
         te_cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else dict(RELEASED_TEXT_ENCODER)
         base_dir = root / layout["text_encoder_base"]
@@ -250,7 +238,5 @@ class ParaDiffusionPipeline:
         vae_dir = root / layout.get("vae", DEFAULT_LAYOUT["vae"])
         vae = load_vae(str(vae_dir), dtype=dtype).eval() if "vae" in layout and vae_dir.is_dir() else None
         scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(str(root / layout["scheduler"])))
-        rewriter_dir = root / layout.get("text_rewriter", DEFAULT_LAYOUT["text_rewriter"])
-        rewriter = TextRewriter.from_pretrained(rewriter_dir) if "text_rewriter" in layout and rewriter_dir.is_dir() else None
-        pipe = cls(text_encoder, unet, scheduler, vae, text_rewriter=rewriter)
+        pipe = cls(text_encoder, unet, scheduler, vae)
         return pipe.to(device) if device is not None else pipe

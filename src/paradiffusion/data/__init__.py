@@ -1,6 +1,6 @@
-"""Stage DataModules and image-text sources."""
+"""The stages' DataModule and image-text sources."""
 from paradiffusion.data.collate import ParagraphCollator
-from paradiffusion.data.sources import ManifestDataset, ParaShapesFolder, WebDatasetSource, to_tensor
+from paradiffusion.data.sources import ImageFolder, ManifestDataset, WebDatasetSource, to_tensor
 from paradiffusion.data.stages import (
     ImageTextDataModule,
     Stage1PretrainData,
@@ -9,9 +9,9 @@ from paradiffusion.data.stages import (
 )
 
 __all__ = [
+    "ImageFolder",
     "ImageTextDataModule",
     "ManifestDataset",
-    "ParaShapesFolder",
     "ParagraphCollator",
     "Stage1PretrainData",
     "Stage2AlignmentData",

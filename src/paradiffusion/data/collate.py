@@ -17,7 +17,8 @@ class ParagraphCollator:
     the module can log it; it is never silent.
 
     With a text-state `cache`, each batch also carries the frozen prefix's states of its paragraphs
-    (``prefix_states (B, T, H)``, padded like ``input_ids``), so the model skips the frozen LLM blocks.
+    (``prefix_states (B, T, H)``, padded like ``input_ids``), so the model skips the frozen LLM blocks. Item keys
+    beyond ``image``, ``text`` and ``id`` that every item of the batch has come along as lists (e.g. ``spec``).
     """
 
     def __init__(self, tokenizer: Any, max_length: int = 512, padding: str = "longest",
@@ -46,14 +47,7 @@ class ParagraphCollator:
                 raise ValueError(f"text cache {self.cache.root}: cached lengths differ from the tokenizer's for ids "
                                  f"{batch['id'][:4]}...: the cache was built with another tokenizer or max_length")
             batch["prefix_states"] = states  # (B, T, H)
-        kinds = {it.get("text_kind", "paragraph") for it in items}
-        if len(kinds) > 1:  # the module restates a batch whole or not at all
-            raise ValueError(f"a batch mixes text kinds {sorted(kinds)} (ids {batch['id'][:4]}...): a model with a "
-                             "text rewriter would restate the scene lists too")
-        if kinds == {"scene_list"}:
-            # Already what a text rewriter writes (ParaShapes' oracle scene lists): a model with a rewriter reads it
-            # as it is instead of restating it (`ParaDiffusion._text_inputs`).
-            batch["restated"] = batch["text"]
-        if all("spec" in it for it in items):
-            batch["spec"] = [it["spec"] for it in items]
+        # anything else every item carries (a benchmark's scene "spec", ...) rides along as a list
+        for key in sorted(set.intersection(*(set(it) for it in items)) - set(batch) - {"image"}):
+            batch[key] = [it[key] for it in items]
         return batch

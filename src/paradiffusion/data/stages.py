@@ -1,121 +1,166 @@
-"""One LightningDataModule per training stage of the paper.
+"""The DataModule of the paper's three diffusion stages: paragraph-image pairs, the datasets injected.
 
-| stage | paper | default data here |
+| stage | paper | the tiny configs here (``experiments/tiny``) |
 |---|---|---|
-| 1 pre-training | LAION short captions | ParaShapes ``stage1`` captions, streamed on the fly |
-| 2 paragraph-image alignment | ParaImage-Big, ~133-word VLM paragraphs | ParaShapes ``stage2`` paragraphs, streamed |
-| 3 quality tuning | ParaImage-Small, 3.1k curated paragraphs | ParaShapes ``stage3``: 3k curated paragraphs + curated renders |
+| 1 pre-training | LAION short captions | ParaShapes ``stage1`` captions |
+| 2 paragraph-image alignment | ParaImage-Big, ~133-word VLM paragraphs | ParaShapes ``stage2`` paragraphs |
+| 3 quality tuning | ParaImage-Small, 3.1k curated paragraphs | ParaShapes ``stage3``: curated paragraphs + renders |
 
-All three share one code path (:class:`ImageTextDataModule`); the subclasses only change defaults, so a config
-can swap the data source (``source: manifest | webdataset | folder``) without touching the stage.
-Validation always uses ParaShapes ``val`` (fixed, finite) so ``val/loss`` is comparable across stages; ``test``
-uses the ``test`` split and ``predict`` the ``heldout`` split (unseen phrasing).
+All three share one code path (:class:`ImageTextDataModule`; ``Stage1PretrainData`` etc. are its names in the
+recipe). The datasets are init arguments (LightningCLI dependency injection): a config wires any
+``torch.utils.data.Dataset`` by ``class_path`` / ``init_args`` -- the readers of this package, or a benchmark's
+(``experiments/tiny/*.yaml`` wire ParaShapes' datasets this way)::
+
+    data:
+      class_path: paradiffusion.data.Stage2AlignmentData
+      init_args:
+        train_data: {class_path: paradiffusion.data.WebDatasetSource, init_args: {shards: data/*.tar, resolution: 32}}
+        val_data: {class_path: paradiffusion.data.ManifestDataset, init_args: {path: val.jsonl, resolution: 32}}
+
+or names the training pairs by ``source`` + ``train_path`` (a manifest, WebDataset shards, a caption folder).
+
+An item is a dict ``{"id": str, "image": FloatTensor (3, R, R) in [0, 1], "text": str}``; other keys every item of a
+batch has (e.g. a benchmark's ``"spec"``) reach the batch as lists. A dataset may also offer:
+
+* ``texts() -> list[str]`` (finite datasets): every item's text without loading an image (what a text-state cache
+  is built over);
+* ``take(n) -> Dataset``: a finite dataset of its first ``n`` items (``n_train`` / ``n_val`` / ``n_test`` /
+  ``n_predict``); without it a map-style dataset is cut with ``Subset``, and a stream cannot be cut;
+* ``resume(step, rank, world_size) -> IterableDataset`` (training streams): the stream as a run at optimizer step
+  ``step`` on rank ``rank`` of ``world_size`` reads it. A resumed run must not replay what it already trained on,
+  and no two ranks may read the same samples.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from paradiffusion.data.collate import ParagraphCollator
-from paradiffusion.data.sources import ManifestDataset, ParaShapesFolder, WebDatasetSource
+from paradiffusion.data.sources import ImageFolder, ManifestDataset, WebDatasetSource
 from paradiffusion.data.text_cache import TextStateCache, open_text_cache
-from paradiffusion.parashapes.dataset import TEXT_KINDS
 
 log = logging.getLogger(__name__)
 
-Source = Literal["parashapes", "folder", "manifest", "webdataset"]
+Source = Literal["manifest", "webdataset", "folder"]
+_DATASETS = ("train_data", "val_data", "test_data", "predict_data")
+
+
+def take(dataset: Dataset, n: int, field: str) -> Dataset:
+    """The first ``n`` items of ``dataset``: its own ``take(n)`` when it has one, else a ``Subset`` (map-style)."""
+    if n < 0:
+        raise ValueError(f"{field}={n}: expected a count >= 0, or null for the whole dataset")
+    if hasattr(dataset, "take"):
+        return dataset.take(n)
+    if isinstance(dataset, IterableDataset):
+        raise ValueError(f"{field}={n}: {type(dataset).__name__} is a stream without take(n), so it cannot be cut to "
+                         f"{n} items; set {field}=null")
+    return Subset(dataset, range(min(n, len(dataset))))
+
+
+def dataset_texts(dataset: Dataset) -> list[str]:
+    """Every item's text: ``dataset.texts()`` when it has it (no image is loaded), else item by item."""
+    if isinstance(dataset, Subset) and hasattr(dataset.dataset, "texts"):
+        texts = dataset.dataset.texts()
+        return [texts[i] for i in dataset.indices]
+    if hasattr(dataset, "texts"):
+        return dataset.texts()
+    return [dataset[i]["text"] for i in range(len(dataset))]
+
+
+def _resolution_of(dataset: Dataset | None) -> int | None:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    value = getattr(dataset, "resolution", None)
+    return int(value) if isinstance(value, int) else None
 
 
 class ImageTextDataModule(L.LightningDataModule):
     """Paragraph-image pairs for one training stage.
 
     Args:
-        source: where training pairs come from: ``parashapes`` (generated on the fly, no disk), ``folder``
-            (a ParaShapes folder), ``manifest`` (JSONL/CSV with ``image``, ``text``) or ``webdataset``
-            (img2dataset-style tar shards; ``train_path`` may be a glob).
-        train_path: path for the non-``parashapes`` sources.
-        train_split: ParaShapes split for training (``stage1``/``stage2``/``stage3``).
-        n_train: ``None`` streams an infinite, seeded ParaShapes split; a positive int fixes a finite set of that
-            size (the ParaImage-Small analog is small on purpose); ``-1`` (default) takes the stage's default.
-        style: ParaShapes render style (``plain``/``curated``); ``None`` uses the split's default.
-        resolution: square image size the model sees.
+        train_data, val_data, test_data, predict_data: the datasets (see the module docstring). ``val_data``
+            ``None``: no validation; ``test_data`` / ``predict_data`` are needed by ``test`` / ``predict`` only.
+        source: the training pairs by kind instead of ``train_data``: ``manifest`` (JSONL/CSV with ``image``,
+            ``text``), ``webdataset`` (img2dataset-style tar shards; ``train_path`` may be a glob or a folder) or
+            ``folder`` (images with same-name ``.txt`` captions).
+        train_path: the path for ``source``.
+        n_train: a finite training set of the first ``n_train`` training items (``None``: all of them; a stream then
+            runs without end). A text-state cache needs a finite training set.
+        n_val, n_test, n_predict: cut the evaluation datasets to their first items (``None``: all of them).
+        resolution: the square image size the model sees. ``None``: the injected datasets' own (they must agree);
+            needed with ``source``.
         tokenizer: a tokenizer directory; by default the model's own text-encoder tokenizer is used, so the
             collate function and the encoder can never disagree.
         max_length: token cap (the paper's encoder sees up to 512); by default the model encoder's.
-        train_text: what text the ParaShapes *training* pairs carry: ``paragraph`` (the split's own text) or
-            ``scene_list`` (each scene's canonical scene list, "gray background. small red triangle at top. ...":
-            accurate short descriptions, the form a text rewriter restates paragraphs into). With a rewriter
-            (``experiments/tiny/train_on_scene_lists.yaml``) the model then trains on accurate lists and reads
-            its rewriter's restatements only where it is asked to draw paragraphs (validation, test, sampling).
-            Validation, test and predict always pair images with paragraphs.
         text_cache: a directory for frozen text states (`data.text_cache.TextStateCache`): before training, the
             frozen prefix of the model's LLM (`text_encoder.prefix_blocks`: every block when it is frozen, the
             blocks below LoRA with `trainable_blocks`) runs once over every training and validation paragraph, and
             batches then carry the cached states instead of running those blocks every step. Needs a finite
-            training set (``n_train`` for ParaShapes, or a manifest / folder). States live in a subdirectory per
-            LM, prefix depth and token cap, so one directory serves every stage and run. `None`: no cache.
+            training set. States live in a subdirectory per LM, prefix depth and token cap, so one directory serves
+            every stage and run. `None`: no cache.
         text_cache_rebuild: recompute a cache whose stored settings differ instead of refusing it.
         text_cache_batch_size: paragraphs per LLM forward pass while building the cache.
     """
 
-    default_train_split = "stage2"
-    default_n_train: int | None = None
-    default_style: str | None = None
-
     def __init__(
         self,
-        source: Source = "parashapes",
+        train_data: Dataset | None = None,
+        val_data: Dataset | None = None,
+        test_data: Dataset | None = None,
+        predict_data: Dataset | None = None,
+        source: Source | None = None,
         train_path: str | None = None,
-        train_split: str | None = None,
-        n_train: int | None = -1,
-        style: str | None = None,
-        resolution: int = 32,
+        n_train: int | None = None,
+        n_val: int | None = None,
+        n_test: int | None = None,
+        n_predict: int | None = None,
+        resolution: int | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
-        val_split: str = "val",
-        n_val: int = 64,
-        test_split: str = "test",
-        n_test: int = 128,
-        predict_split: str = "heldout",
-        n_predict: int = 64,
         tokenizer: str | None = None,
         max_length: int | None = None,
-        train_text: Literal["paragraph", "scene_list"] = "paragraph",
         text_cache: str | None = None,
         text_cache_rebuild: bool = False,
         text_cache_batch_size: int = 16,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.source = source
-        self.train_path = train_path
-        self.train_split = train_split or self.default_train_split
-        self.n_train = self.default_n_train if n_train == -1 else n_train
-        self.style = style if style is not None else self.default_style
-        self.resolution, self.batch_size, self.num_workers, self.seed = resolution, batch_size, num_workers, seed
-        self.val_split, self.n_val = val_split, n_val
-        self.test_split, self.n_test = test_split, n_test
-        self.predict_split, self.n_predict = predict_split, n_predict
+        # datasets are objects, not settings: LightningCLI's config.yaml records them; checkpoints must not pickle them
+        self.save_hyperparameters(ignore=list(_DATASETS))
+        self.train_data, self.val_data, self.test_data, self.predict_data = train_data, val_data, test_data, predict_data
+        self.source, self.train_path = source, train_path
+        self.n_train, self.n_val, self.n_test, self.n_predict = n_train, n_val, n_test, n_predict
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.tokenizer_path, self.max_length = tokenizer, max_length
         self.collator: ParagraphCollator | None = None
-        if source != "parashapes" and not train_path:
+        if source is not None and train_data is not None:
+            raise ValueError(f"data.source={source!r} and data.train_data both name the training pairs; keep one")
+        if source is not None and not train_path:
             raise ValueError(f"data.source={source!r} needs data.train_path")
-        if train_text not in TEXT_KINDS:
-            raise ValueError(f"data.train_text={train_text!r}: expected one of {TEXT_KINDS}")
-        if train_text == "scene_list" and source != "parashapes":
-            raise ValueError(f"data.train_text='scene_list' needs data.source='parashapes' (scene lists are written "
-                             f"from known scenes); got source={source!r}")
-        self.train_text = train_text
+        if train_path and source is None:
+            raise ValueError("data.train_path needs data.source (manifest, webdataset or folder)")
+        for field, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("n_predict", n_predict)):
+            if n is not None and n < 0:
+                raise ValueError(f"data.{field}={n}: expected a count >= 0, or null for the whole dataset")
+        found = {name: r for name in _DATASETS if (r := _resolution_of(getattr(self, name))) is not None}
+        if resolution is not None:
+            found = {"resolution": int(resolution), **found}
+        if len(set(found.values())) > 1:
+            raise ValueError("data: the datasets disagree on the image resolution: "
+                             + ", ".join(f"{k}={v}" for k, v in found.items()))
+        self.resolution = next(iter(found.values()), None)
+        if source is not None and self.resolution is None:
+            raise ValueError(f"data.source={source!r} needs data.resolution")
         self.text_cache, self.text_cache_rebuild = text_cache, text_cache_rebuild
         self.text_cache_batch_size = text_cache_batch_size
-        if text_cache is not None and source in ("parashapes", "webdataset") and self.n_train is None:
-            raise ValueError(f"data.text_cache needs a finite training set: set data.n_train (source={source!r} "
-                             "streams without end, and states are computed before training)")
+        streams = isinstance(train_data, IterableDataset) or source == "webdataset"
+        if text_cache is not None and streams and n_train is None:
+            raise ValueError("data.text_cache needs a finite training set: set data.n_train (the training data is a "
+                             "stream without end, and states are computed before training)")
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _make_collator(self) -> ParagraphCollator:
@@ -147,7 +192,9 @@ class ImageTextDataModule(L.LightningDataModule):
             raise ValueError("data.text_cache: the cache is built with the model's own tokenizer and max_length; "
                              "leave data.tokenizer and data.max_length unset")
         cache = open_text_cache(self.text_cache, encoder, self.text_cache_rebuild)
-        texts = [*self._texts(self.train_dataset()), *self._texts(self._eval_dataset("val"))]
+        texts = dataset_texts(self.train_dataset())
+        if self.val_data is not None:
+            texts += dataset_texts(self._eval_dataset("val"))
         device = next(encoder.parameters()).device
         was_training = encoder.training
         added = cache.build(texts, encoder.tokenize, encoder.encode_prefix, self.text_cache_batch_size, device=device)
@@ -155,44 +202,32 @@ class ImageTextDataModule(L.LightningDataModule):
         log.info("text cache %s: %d paragraphs cached (%d new)", cache.root, len(cache), added)
         return cache
 
-    @staticmethod
-    def _texts(dataset: Dataset) -> list[str]:
-        if hasattr(dataset, "texts"):
-            return dataset.texts()
-        return [dataset[i]["text"] for i in range(len(dataset))]
-
     def setup(self, stage: str | None = None) -> None:
         self.collator = self._make_collator()
-        module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
-        if self.train_text == "scene_list" and module is not None and getattr(module, "text_rewriter", None) is None:
-            log.warning("data.train_text=scene_list without a text rewriter: the model trains on scene lists but is "
-                        "validated, tested and sampled on the paragraphs themselves (add experiments/tiny/rewriter.yaml "
-                        "to read restatements)")
 
-    def _parashapes(self, split: str, n: int | None, seed: int, style: str | None = None,
-                    text: str = "paragraph") -> Dataset:
-        from paradiffusion.parashapes import ParaShapesDataset, ParaShapesIterable
+    def _rank_and_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
-        if n is None:
-            rank = self.trainer.global_rank if self.trainer else 0
-            world = self.trainer.world_size if self.trainer else 1
-            return ParaShapesIterable(split, resolution=self.resolution, style=style, seed=seed, rank=rank,
-                                      world_size=world, text=text)
-        return ParaShapesDataset(split, n, resolution=self.resolution, style=style, seed=seed, text=text)
-
-    def train_dataset(self) -> Dataset:
-        # A resumed run must not replay the samples it already trained on: offset the stream by the restored step.
-        step = self.trainer.global_step if self.trainer else 0
-        if self.source == "parashapes":
-            seed = self.seed if self.n_train is not None else self.seed + 7919 * step
-            return self._parashapes(self.train_split, self.n_train, seed, self.style, self.train_text)
-        if self.source == "folder":
-            return ParaShapesFolder(self.train_path, self.resolution)
+    def _source_dataset(self) -> Dataset:
         if self.source == "manifest":
             return ManifestDataset(self.train_path, self.resolution)
-        rank = self.trainer.global_rank if self.trainer else 0
-        world = self.trainer.world_size if self.trainer else 1
-        return WebDatasetSource(self.train_path, self.resolution, repeat=True, seed=self.seed + step, rank=rank, world_size=world)
+        if self.source == "folder":
+            return ImageFolder(self.train_path, self.resolution)
+        return WebDatasetSource(self.train_path, self.resolution, repeat=True, seed=self.seed)
+
+    def train_dataset(self) -> Dataset:
+        """The training set this run reads: cut to ``n_train``, or a stream positioned at the restored step (a
+        resumed run must not replay the samples it already trained on) and split over the ranks."""
+        data = self.train_data if self.train_data is not None else (self._source_dataset() if self.source else None)
+        if data is None:
+            raise ValueError("data: no training data: set data.train_data (a dataset's class_path and init_args) "
+                             "or data.source and data.train_path")
+        if self.n_train is not None:
+            return take(data, self.n_train, "data.n_train")
+        if isinstance(data, IterableDataset) and hasattr(data, "resume"):
+            rank, world = self._rank_and_world()
+            return data.resume(step=self.trainer.global_step if self.trainer else 0, rank=rank, world_size=world)
+        return data
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         if self.collator is None:
@@ -215,38 +250,31 @@ class ImageTextDataModule(L.LightningDataModule):
         return self._loader(self.train_dataset(), shuffle=True)
 
     def _eval_dataset(self, which: str) -> Dataset:
-        split, n = {"val": (self.val_split, self.n_val), "test": (self.test_split, self.n_test),
-                    "predict": (self.predict_split, self.n_predict)}[which]
-        return self._parashapes(split, n, self.seed)
+        data, n = {"val": (self.val_data, self.n_val), "test": (self.test_data, self.n_test),
+                   "predict": (self.predict_data, self.n_predict)}[which]
+        if data is None:
+            raise ValueError(f"data: no {which} data: set data.{which}_data (a dataset's class_path and init_args)")
+        return data if n is None else take(data, n, f"data.n_{which}")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_data is None:
+            return []  # no validation
         return self._loader(self._eval_dataset("val"), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._parashapes(self.test_split, self.n_test, self.seed), shuffle=False)
+        return self._loader(self._eval_dataset("test"), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self._parashapes(self.predict_split, self.n_predict, self.seed), shuffle=False)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "train_split": self.train_split, "train_text": self.train_text}
+        return self._loader(self._eval_dataset("predict"), shuffle=False)
 
 
 class Stage1PretrainData(ImageTextDataModule):
-    """Stage 1 — large-scale pre-training on short captions (the LAION alt-text analog)."""
-
-    default_train_split = "stage1"
+    """Stage 1 -- large-scale pre-training on short captions (the LAION alt-text analog)."""
 
 
 class Stage2AlignmentData(ImageTextDataModule):
-    """Stage 2 — paragraph-image alignment on long paragraphs (the ParaImage-Big analog)."""
-
-    default_train_split = "stage2"
+    """Stage 2 -- paragraph-image alignment on long paragraphs (the ParaImage-Big analog)."""
 
 
 class Stage3QualityData(ImageTextDataModule):
-    """Stage 3 — quality tuning on a small curated set (the ParaImage-Small analog: 3.1k in the paper)."""
-
-    default_train_split = "stage3"
-    default_n_train = 3000
-    default_style = "curated"
+    """Stage 3 -- quality tuning on a small curated set (the ParaImage-Small analog: 3.1k in the paper)."""

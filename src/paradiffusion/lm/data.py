@@ -12,9 +12,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from paradiffusion.lm.text_sources import check_splits, file_texts, parashapes_summaries, parashapes_texts
+from paradiffusion.lm.text_sources import TextFiles, TextSource
 from paradiffusion.lm.tokenizer import load_tokenizer, train_bpe_tokenizer
-from paradiffusion.parashapes.describe import ORDERS
 
 
 class PackedBlocks(Dataset):
@@ -33,13 +32,12 @@ class PackedBlocks(Dataset):
 
 
 class LMTextDataModule(L.LightningDataModule):
-    """Text for the stage-0 LM: ParaShapes paragraphs (default) and/or plain text files.
+    """Text for the stage-0 LM: the documents of injected text sources and/or plain text files.
 
     Args:
-        splits: ParaShapes splits to take paragraphs from; `heldout` and `test` are refused (their phrasing is
-            for evaluation only). Empty: no ParaShapes text.
-        n_per_split: scenes generated per split.
-        seed: generation seed and the seed of the document-level train/val split.
+        sources: `TextSource`s (`paradiffusion.lm.text_sources`), wired by class path in a config, e.g. a
+            benchmark's paragraphs (ParaShapes' `ParaShapesText`, which refuses its evaluation splits).
+        seed: the seed of the document-level train/val split.
         text_files: extra corpora: `.txt` (a document per line), `.jsonl` / `.csv` (field `text_field`).
         tokenizer_dir: load the tokenizer from here if it holds one; otherwise train one and save it here.
             `None`: train in memory (deterministic, so every DDP rank gets the same one).
@@ -49,24 +47,18 @@ class LMTextDataModule(L.LightningDataModule):
         packing: "stream" concatenates all documents and cuts blocks wherever seq_len falls (no padding; a
             document may start in one block and end in the next). "document" puts whole documents into blocks
             (first come, as many as fit) and pads the rest, so every token sees its document from the start;
-            needed when the end of a document depends on its beginning (e.g. a paragraph followed by its summary,
-            `scripts/lm_summary_probe.py`). A document longer than seq_len is cut to seq_len, and counted.
-        summary_splits: ParaShapes splits whose paragraphs also become instruction documents: the paragraph,
-            `response_template`, then its scene list (`paradiffusion.parashapes.describe.scene_list`). Teaches the
-            LM to restate paragraphs, for `paradiffusion.models.rewriter.TextRewriter`. Needs response_template.
+            needed when the end of a document depends on its beginning (e.g. a prompt followed by its response).
+            A document longer than seq_len is cut to seq_len, and counted.
         response_template: in every document that contains it, the loss scores only the tokens after its first
             occurrence (the response), as in instruction tuning; the prompt is context only. Documents without
             it are scored whole. Needs packing="document" (a response must share its block with its prompt).
-        summary_order: the object order of those scene lists: "spec" (the scene's own random order) or "mention"
-            (the order the paragraph first mentions them, so the LM writes each object as it reads its sentences).
         val_fraction: share of documents (not blocks) held out for validation, so val text is unseen text.
         model_max_length: the tokenizer's `model_max_length` (what the text encoder truncates to by default).
     """
 
     def __init__(
         self,
-        splits: Sequence[str] = ("stage1", "stage2", "stage3"),
-        n_per_split: int = 2000,
+        sources: Sequence[TextSource] = (),
         seed: int = 0,
         text_files: Sequence[str] = (),
         text_field: str = "text",
@@ -79,28 +71,21 @@ class LMTextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         model_max_length: int = 512,
         packing: str = "stream",
-        summary_splits: Sequence[str] = (),
         response_template: str | None = None,
-        summary_order: str = "spec",
     ):
         super().__init__()
-        check_splits(splits)  # fail at config time, not after minutes of generation
-        check_splits(summary_splits)
-        if not splits and not text_files and not summary_splits:
-            raise ValueError("data: no text source (splits, summary_splits and text_files are all empty)")
-        if summary_splits and not response_template:
-            raise ValueError("data.summary_splits needs data.response_template (the text between a paragraph and "
-                             "its scene list, e.g. ' In short: ')")
+        if not sources and not text_files:
+            raise ValueError("data: no text source (sources and text_files are both empty)")
         if response_template and packing != "document":
             raise ValueError("data.response_template needs data.packing='document': with stream packing a response "
                              "can land in another block than its prompt")
-        if summary_order not in ORDERS:
-            raise ValueError(f"data.summary_order={summary_order!r}: expected one of {ORDERS}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction}: expected 0 < val_fraction < 1")
         if packing not in ("stream", "document"):
             raise ValueError(f"data.packing={packing!r}: expected 'stream' or 'document'")
-        self.save_hyperparameters()
+        # sources are objects: LightningCLI's config.yaml records them; checkpoints must not pickle them
+        self.save_hyperparameters(ignore=["sources"])
+        self.sources: list[TextSource] = [*sources, *([TextFiles(text_files, text_field)] if text_files else [])]
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.train_set: PackedBlocks | None = None
         self.val_set: PackedBlocks | None = None
@@ -113,13 +98,7 @@ class LMTextDataModule(L.LightningDataModule):
         """(train, val) documents, split at document level with a fixed seed."""
         if self._docs is None:
             hp = self.hparams
-            docs = parashapes_texts(hp.splits, hp.n_per_split, seed=hp.seed)
-            if hp.summary_splits:
-                docs += parashapes_summaries(hp.summary_splits, hp.n_per_split, hp.response_template, seed=hp.seed,
-                                             order=hp.summary_order)
-            for path in hp.text_files:
-                docs += file_texts(path, hp.text_field)
-            docs = [d for d in docs if d]
+            docs = [d for source in self.sources for d in source.documents() if d]
             random.Random(hp.seed).shuffle(docs)
             n_val = max(1, round(len(docs) * hp.val_fraction))
             if len(docs) - n_val < 1:
@@ -190,7 +169,7 @@ class LMTextDataModule(L.LightningDataModule):
         if ids.numel() < seq_len:
             raise ValueError(
                 f"data: the {name} text has {ids.numel()} tokens, fewer than one block of seq_len={seq_len}; "
-                f"add text (n_per_split, text_files) or lower seq_len / raise val_fraction"
+                f"add text (sources, text_files) or lower seq_len / raise val_fraction"
             )
         return PackedBlocks(ids[: len(ids) // seq_len * seq_len].view(-1, seq_len))
 

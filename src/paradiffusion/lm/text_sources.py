@@ -1,59 +1,37 @@
-"""Where the stage-0 language model's text comes from: ParaShapes writers and plain text files.
+"""Where the stage-0 language model's text comes from: `TextSource`s, injected into `LMTextDataModule`.
 
-Kept apart from the DataModule so the rule that matters most here lives in one place: the evaluation splits'
-phrasing (`heldout`, and `test`) is never language-model training text. `heldout` measures generalisation
-to phrasings nobody trained on; if the LM had seen them, its hidden states would carry that advantage into
-every later stage.
+A source is a class with `documents() -> list[str]`, wired in a config by class path (a benchmark's paragraphs, e.g.
+ParaShapes' `ParaShapesText`, or `TextFiles` here). Keeping the text out of the DataModule keeps a source's own
+rules with it: ParaShapes' evaluation phrasing, for one, is never language-model training text.
 """
 from __future__ import annotations
 
 import csv
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
 from paradiffusion.jsonl import iter_jsonl
 
-# ParaShapes splits whose text the LM must never see (see module docstring).
-EVAL_ONLY_SPLITS = frozenset({"heldout", "test"})
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
 
 
-def check_splits(splits: Sequence[str]) -> None:
-    """Refuse evaluation splits before any text is generated."""
-    bad = sorted(set(splits) & EVAL_ONLY_SPLITS)
-    if bad:
-        raise ValueError(
-            f"data.splits: {bad} is evaluation-only; its phrasing must not be used for language-model training "
-            f"(use stage1/stage2/stage3/val)"
-        )
+class TextSource(ABC):
+    """Documents for causal-LM pretraining, in a fixed order (the DataModule shuffles and splits them)."""
+
+    @abstractmethod
+    def documents(self) -> list[str]:
+        """Every document of this source."""
 
 
-def parashapes_texts(splits: Sequence[str], n_per_split: int, seed: int = 0) -> list[str]:
-    """Paragraphs of `n_per_split` ParaShapes scenes from each split, in a fixed order."""
-    check_splits(splits)
-    if not splits:
-        return []
-    from paradiffusion.parashapes import generate_split  # imported late: only this source needs it
+class TextFiles(TextSource):
+    """The documents of text files (`file_texts`): `.txt` one per line, `.jsonl` / `.csv` the `text_field`."""
 
-    texts: list[str] = []
-    for split in splits:
-        texts += [spec.paragraph for spec in generate_split(split, n_per_split, seed=seed)]
-    return texts
+    def __init__(self, paths: Sequence[str], text_field: str = "text") -> None:
+        self.paths, self.text_field = list(paths), text_field
 
-
-def parashapes_summaries(splits: Sequence[str], n_per_split: int, response_template: str, seed: int = 0,
-                         order: str = "spec") -> list[str]:
-    """Instruction documents: each paragraph, `response_template`, then its scene's canonical scene list (objects in
-    `order`, see `paradiffusion.parashapes.describe.scene_list`).
-
-    What teaches a stage-0 LM to restate paragraphs (the tiny stand-in for an instruction-tuned LLM; see
-    `paradiffusion.models.rewriter`). The scenes are those of `parashapes_texts` with the same seed."""
-    check_splits(splits)
-    from paradiffusion.parashapes import generate_split
-    from paradiffusion.parashapes.describe import scene_list
-
-    return [spec.paragraph + response_template + scene_list(spec, order)
-            for split in splits for spec in generate_split(split, n_per_split, seed=seed)]
+    def documents(self) -> list[str]:
+        return [doc for path in self.paths for doc in file_texts(path, self.text_field)]
 
 
 def file_texts(path: str | Path, text_field: str = "text") -> list[str]:

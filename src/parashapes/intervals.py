@@ -83,8 +83,9 @@ def evaluate_with_intervals(pipeline: Any, split: str, n: int, out_dir: Any = No
     import json
     from pathlib import Path
 
-    from paradiffusion.evaluate import SamplingSettings, make_grid, sample, save_images, score, to_pil
+    from paradiffusion.evaluate import SamplingSettings, make_grid, sample, save_images, to_pil
 
+    from .evaluate import score
     from .generate import generate_split
 
     specs = generate_split(split, n, seed=seed)

@@ -1,4 +1,4 @@
-"""Tiny random parts for tests and smoke runs (no downloads): a byte-level BPE tokenizer, a small Llama, a UNet."""
+"""Tiny random parts for tests (no downloads): a byte-level BPE tokenizer, a small Llama, a UNet."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,13 +2,21 @@
 
 Item: {"id": str, "image": FloatTensor (3, R, R) in [0, 1], "text": str, "spec": dict, "text_kind": str}.
 `text="paragraph"` (default) pairs each image with its split's text; `text="scene_list"` with its canonical scene
-list (`describe.scene_list`: every attribute in fixed words), the oracle description a text rewriter aims at.
+list (`describe.scene_list`: every attribute in fixed words), the oracle description of the probes.
 `ParaShapesDataset(split, n, ...)[i]` is exactly item `i` of `ParaShapesIterable(split, ...)` read by a
-single process: both are `generate_one(split, i, seed)` rendered.
+single process: both are `generate_one(split, i, seed)` rendered. `ParaShapesFolder` reads a split written to disk
+(`parashapes generate --format folder`).
+
+Both follow the dataset protocol of `paradiffusion.data.ImageTextDataModule` (`texts()`, `take(n)`, and for the
+stream `resume(step, rank, world_size)`), so a config wires them as `data.init_args.train_data` / `val_data` / ...:
+
+    train_data: {class_path: parashapes.ParaShapesIterable, init_args: {split: stage2, resolution: 32}}
+    val_data: {class_path: parashapes.ParaShapesDataset, init_args: {split: val, n: 64, resolution: 32}}
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -17,7 +25,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from .describe import scene_list
 from .generate import DEFAULT_STYLE, SPLITS, generate_one
 from .render import MAX_RESOLUTION, MIN_RESOLUTION, STYLES, render_tensor
-from .spec import SceneSpec
+from .spec import SceneSpec, load_specs
 
 
 #: what text an item pairs with its image
@@ -78,6 +86,17 @@ class ParaShapesIterable(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         return rank * nw + wid, world * nw
 
+    def resume(self, step: int, rank: int, world_size: int) -> "ParaShapesIterable":
+        """The stream a training run reads at optimizer step `step` on rank `rank` of `world_size`: the seed offset
+        by the step (a resumed run draws fresh scenes instead of replaying the ones it trained on), the index space
+        dealt over the ranks."""
+        return ParaShapesIterable(self.split, self.resolution, self.style, self.seed + 7919 * int(step), self.start,
+                                  rank, world_size, self.text)
+
+    def take(self, n: int) -> "ParaShapesDataset":
+        """Items 0..n-1 of this stream as a finite dataset (specs generated up front, images rendered on demand)."""
+        return ParaShapesDataset(self.split, n, self.resolution, self.style, self.seed, self.text)
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         k, stride = self._stream()
         i = self.start + k
@@ -102,6 +121,10 @@ class ParaShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
+    def take(self, n: int) -> "ParaShapesDataset":
+        """Its first `n` items (all of them when `n` >= its size)."""
+        return ParaShapesDataset(self.split, min(int(n), self.n), self.resolution, self.style, self.seed, self.text)
+
     def texts(self) -> list[str]:
         """Every item's text, without rendering (what a text-state cache is built over)."""
         return [s.paragraph if self.text == "paragraph" else scene_list(s) for s in self.specs]
@@ -110,3 +133,40 @@ class ParaShapesDataset(Dataset):
         if not -self.n <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} samples")
         return make_item(self.specs[i], self.resolution, self.style, self.text)
+
+
+class ParaShapesFolder(Dataset):
+    """A ParaShapes folder written by `parashapes generate --format folder` (`specs.jsonl` + `<id>.png`); items carry
+    their specs, so the judge can score what a model draws for them."""
+
+    def __init__(self, root: str | Path, resolution: int = 32):
+        self.root = Path(root)
+        self.resolution = int(resolution)
+        specs_path = self.root / "specs.jsonl"
+        if not specs_path.exists():
+            raise FileNotFoundError(f"{self.root}: not a ParaShapes folder (no specs.jsonl)")
+        self.specs = load_specs(specs_path)
+        missing = [s.id for s in self.specs if not (self.root / f"{s.id}.png").exists()]
+        if missing:
+            raise FileNotFoundError(f"{self.root}: {len(missing)} images named in specs.jsonl are missing, e.g. {missing[:3]}")
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def texts(self) -> list[str]:
+        return [s.paragraph for s in self.specs]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from PIL import Image
+
+        from paradiffusion.data.sources import to_tensor
+
+        spec = self.specs[index]
+        path = self.root / f"{spec.id}.png"
+        try:
+            with Image.open(path) as im:
+                im.load()
+                image = to_tensor(im, self.resolution)
+        except Exception as exc:  # PIL raises several types for corrupt files
+            raise ValueError(f"{self.root / 'specs.jsonl'} id {spec.id}: cannot read image {path}: {exc}") from exc
+        return {"id": spec.id, "image": image, "text": spec.paragraph, "spec": spec.to_dict()}

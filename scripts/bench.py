@@ -1,6 +1,6 @@
 """Speed check for a model config: seconds per training step and per sampled batch, on this machine.
 
-    python -m paradiffusion.models.bench --config experiments/model/tiny.yaml --batch-size 32 [--lm DIR]
+    python scripts/bench.py --config experiments/model/tiny.yaml --batch-size 32 [--lm DIR]
 
 Without `--lm`, the text encoder is a random Llama of the given width/depth (the stage-0 LM's shape) with a tiny
 BPE tokenizer, so the figure does not depend on a trained stage-0 model.
@@ -10,11 +10,34 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import jsonargparse
 import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser
+
+
+def random_lm(directory: str, hidden_size: int, layers: int) -> str:
+    """A random-init Llama HF directory (the stage-0 LM's shape) with a small byte-level BPE tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(["a small red circle at the top left of a large blue square on a white background"] * 16,
+                            trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>").save_pretrained(directory)
+    config = LlamaConfig(vocab_size=400, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                         tie_word_embeddings=False)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    return str(Path(directory))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,16 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
 
-    lm_dir = args.lm
-    if lm_dir is None:
-        from transformers import AutoModelForCausalLM
-
-        from paradiffusion.models.testing import build_tiny_tokenizer, tiny_llama_config
-
-        lm_dir = tempfile.mkdtemp(prefix="bench-lm-")
-        build_tiny_tokenizer(lm_dir)
-        cfg = tiny_llama_config(hidden_size=args.lm_hidden, layers=args.lm_layers)
-        AutoModelForCausalLM.from_config(cfg).save_pretrained(lm_dir)
+    lm_dir = args.lm or random_lm(tempfile.mkdtemp(prefix="bench-lm-"), args.lm_hidden, args.lm_layers)
 
     parser = LightningArgumentParser(parser_mode="omegaconf")
     parser.add_lightning_class_args(L.LightningModule, "model", subclass_mode=True)

@@ -5,11 +5,11 @@ WebDataset    DIR/00000.tar, DIR/00001.tar, ... each holding, per sample, `<key>
               text) and `<key>.json` (the full spec plus img2dataset's fields key/caption/width/height/
               status), keys `<shard:05d><index:04d>` as img2dataset writes them; plus DIR/<shard>_stats.json.
 Both writers are byte-reproducible: PNGs carry no timestamps and tar members have fixed mtime/owner.
-Only `tarfile` is needed (no webdataset dependency); `iter_webdataset` reads such shards back.
+Only `tarfile` is needed (no webdataset dependency); `iter_webdataset` reads such shards back (with
+`paradiffusion.shards`, the reader training uses).
 """
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
@@ -19,6 +19,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
+
+from paradiffusion.shards import IMAGE_EXTENSIONS, iter_tar_groups, shard_paths
 
 from .render import render
 from .spec import SceneSpec, save_specs
@@ -92,44 +94,6 @@ def write_webdataset(specs: Iterable[SceneSpec], out: str | os.PathLike[str], re
         count += 1
     close_shard()
     return paths
-
-
-def shard_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    out: list[str] = []
-    for p in paths:
-        p = str(p)
-        if os.path.isdir(p):
-            out.extend(sorted(glob.glob(os.path.join(p, "*.tar"))))
-        elif any(ch in p for ch in "*?["):
-            out.extend(sorted(glob.glob(p)))
-        else:
-            out.append(p)
-    return out
-
-
-def iter_tar_groups(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample of one tar shard: members grouped by consecutive key, the key being a
-    member's basename up to its first dot (the img2dataset / WebDataset convention). Shared by every shard reader."""
-    with tarfile.open(path, "r") as tar:
-        group: dict[str, bytes] = {}
-        key: str | None = None
-        for member in tar:
-            if not member.isfile():
-                continue
-            k, _, ext = os.path.basename(member.name).partition(".")
-            if key is not None and k != key:
-                yield key, group
-                group = {}
-            key = k
-            f = tar.extractfile(member)
-            group[ext.lower()] = f.read() if f is not None else b""
-        if key is not None and group:
-            yield key, group
-
-
-IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 
 
 def iter_webdataset(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]

@@ -1,4 +1,5 @@
-"""`paradiffusion data generate|score|render|stats` (the exact form of issue 2; other tools call it).
+"""`parashapes generate|score|render|stats`, also `paradiffusion data ...` (the exact form of issue 2; other tools
+call it): the `parashapes` console script and a `paradiffusion.commands` entry point (`data`) name the same code.
 
 generate  --split S --n N --resolution R --style {plain,curated} --seed S --out DIR [--format folder|webdataset]
 score     --specs FILE.jsonl --images DIR [--json OUT] [--strict] [--against-shifted]
@@ -48,8 +49,8 @@ def _positive(v: str) -> int:
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="paradiffusion data", description="ParaShapes benchmark tools")
+def build_parser(prog: str = "parashapes") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="ParaShapes benchmark tools")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     g = sub.add_parser("generate", help="generate a split to disk")
@@ -103,7 +104,7 @@ def _generate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _score(a: argparse.Namespace) -> int:
+def _score(a: argparse.Namespace, prog: str = "parashapes") -> int:
     from PIL import Image, UnidentifiedImageError
 
     from .report import failed_result, summarize
@@ -143,7 +144,7 @@ def _score(a: argparse.Namespace) -> int:
         Path(a.json).write_text(json.dumps({**summary, "scenes": results}, indent=1) + "\n")
     failures = summary["failures"]["count"]
     if failures:
-        print(f"paradiffusion data score: {failures} of {len(specs)} images could not be judged "
+        print(f"{prog} score: {failures} of {len(specs)} images could not be judged "
               f"(counted as failures): " + ", ".join(f"{k}={len(summary['failures'][k])}"
                                                     for k in ("missing", "unreadable", "bad_size")),
               file=sys.stderr)
@@ -164,7 +165,7 @@ def _render(a: argparse.Namespace) -> int:
 def default_paraprompts() -> Path | None:
     """../shared/data/paraprompts-400/ParaPrompts_400.csv next to the repo or the working directory."""
     rel = Path("shared/data/paraprompts-400/ParaPrompts_400.csv")
-    for base in (Path.cwd().parent, Path(__file__).resolve().parents[3].parent):
+    for base in (Path.cwd().parent, Path(__file__).resolve().parents[2].parent):  # src/parashapes/cli.py
         if (base / rel).exists():
             return base / rel
     return None
@@ -238,17 +239,24 @@ def _stats(a: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `paradiffusion data ...`. Returns the exit code."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+def main(argv: Sequence[str] | None = None, prog: str = "parashapes") -> int:
+    """Entry point of `parashapes ...` (the console script). Returns the exit code."""
+    args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        return {"generate": _generate, "score": _score, "render": _render, "stats": _stats}[args.cmd](args)
+        if args.cmd == "score":
+            return _score(args, prog)
+        return {"generate": _generate, "render": _render, "stats": _stats}[args.cmd](args)
     except SpecError as e:
-        print(f"paradiffusion data {args.cmd}: invalid input:\n{e}", file=sys.stderr)
+        print(f"{prog} {args.cmd}: invalid input:\n{e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"paradiffusion data {args.cmd}: {e}", file=sys.stderr)
+        print(f"{prog} {args.cmd}: {e}", file=sys.stderr)
         return 2
+
+
+def paradiffusion_data(argv: Sequence[str]) -> int:
+    """`paradiffusion data ...` (the `paradiffusion.commands` entry point `data`): the same tools."""
+    return main(argv, prog="paradiffusion data")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """Reading a run back: TensorBoard scalars and the learning curve (faithfulness vs. wall-clock minutes).
 
-A "run" is a directory written by ``make demo`` / ``python -m paradiffusion.demo`` (``stage0/``, ``stage1/run``, …,
-``summary.json``) or any directory holding TensorBoard event files of ``paradiffusion fit`` runs. Minutes are
+A "run" is a directory written by ``make demo`` / ``python scripts/demo.py`` (``stage1/run``, …, ``summary.json``) or any directory holding TensorBoard event files of ``paradiffusion fit`` runs. Minutes are
 measured from the earliest event under the directory, so they include everything the machine did in between
 (stage 0, the demo's evaluations, checkpointing): the honest "minutes on this machine".
 
-    python -m paradiffusion.analysis runs/full --out docs/img/full_curve.png
+    python scripts/analysis.py runs/full --out docs/img/full_curve.png
 
 prints the curve as a Markdown table (one row per validation) and writes the figure; ``--metrics`` picks the
-``val/<metric>`` series (e.g. ``oracle_object_exact``, logged by runs that train on scene lists).
+``val/<metric>`` series (e.g. ``presence text_use``). The notebook (``notebooks/analysis.ipynb``) imports it with
+``scripts/`` on ``sys.path``.
 """
 from __future__ import annotations
 
@@ -139,12 +139,12 @@ def plot_learning_curve(root: str | Path, out: str | Path, metrics: Sequence[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m paradiffusion.analysis", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/analysis.py", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="run directory (e.g. runs/demo)")
     p.add_argument("--out", help="write the learning-curve figure here (PNG)")
     p.add_argument("--metrics", nargs="+", default=None,
                    help="val/<metric> names for the table and the figure (default: the faithfulness metrics and "
-                        "text use), e.g. object_exact oracle_object_exact oracle_position")
+                        "text use), e.g. object_exact presence position")
     a = p.parse_args(argv)
     metrics = tuple(a.metrics) if a.metrics else CURVE_METRICS
     print(markdown_table(learning_curve(a.run, metrics), metrics))
