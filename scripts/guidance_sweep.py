@@ -20,8 +20,7 @@ from pathlib import Path
 from paradiffusion.cli import load_module
 from paradiffusion.evaluate import SamplingSettings
 from parashapes.evaluate import evaluate_split
-
-HEADLINE = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "background", "extra_objects")
+from parashapes.metric import HEADLINE
 
 
 def main() -> None:

@@ -20,8 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from paradiffusion.evaluate import SamplingSettings, make_grid, sample, to_pil
 
 from .evaluate import score, text_dependence
-
-HEADLINE = ("scene_exact", "object_exact", "presence", "position", "size", "shape", "background", "extra_objects")
+from .metric import HEADLINE
 
 
 def _train_split(datamodule: Any) -> str | None:

@@ -10,11 +10,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .metric import OBJECT_KEYS
+from .metric import HEADLINE, OBJECT_KEYS
 from .scorer import score_scene
 from .spec import SceneSpec, as_spec
 
-SCENE_KEYS = ("scene_exact", "background")
+SCENE_KEYS = ("scene_exact", "background", "extra_objects")
 #: per-scene columns: objects, then the object sums in OBJECT_KEYS order, then the scene verdicts
 COLUMNS = ("objects", *OBJECT_KEYS, *SCENE_KEYS)
 
@@ -29,7 +29,7 @@ def scene_table(images: Any, specs: Sequence[SceneSpec | Mapping[str, Any]]) -> 
         objs = r["objects"]
         sums = [sum(float(o["present" if k == "presence" else "exact" if k == "object_exact" else k]) for o in objs)
                 for k in OBJECT_KEYS]
-        rows.append([len(objs), *sums, float(r["scene_exact"]), float(r["background"])])
+        rows.append([len(objs), *sums, float(r["scene_exact"]), float(r["background"]), float(r["extra_objects"])])
     return np.asarray(rows, dtype=np.float64)  # (N, len(COLUMNS))
 
 
@@ -70,9 +70,6 @@ def scores_with_intervals(images: Any, specs: Sequence[SceneSpec | Mapping[str, 
     ci.update({f"chance/{k}": v for k, v in bootstrap_ci(chance, n_boot, seed=seed).items()})
     return scores, ci
 
-
-#: the scores a results table shows, in order
-HEADLINE = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "background")
 
 
 def evaluate_with_intervals(pipeline: Any, split: str, n: int, out_dir: Any = None, settings: Any = None,

@@ -22,6 +22,9 @@ from .vocab import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES
 
 BUCKETS: tuple[str, ...] = ("0-76", "77-255", "256+", "unmentioned")
 OBJECT_KEYS: tuple[str, ...] = ("presence", "position", "size", "shape", "object_exact")
+#: the scores results tables, logs and the demo show, in order (the one list)
+HEADLINE: tuple[str, ...] = ("object_exact", "scene_exact", "presence", "position", "size", "shape", "background",
+                             "extra_objects")
 #: attribute -> (row labels, column labels); the extra column counts objects that were not detected
 CONFUSION_LABELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "background": (tuple(BACKGROUNDS), tuple(BACKGROUNDS)),
