@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = LightningArgumentParser(parser_mode="omegaconf")
     parser.add_lightning_class_args(L.LightningModule, "model", subclass_mode=True)
     parser.add_argument("--config", action=jsonargparse.ActionConfigFile)
-    cfg = parser.parse_args(["--config", args.config, f"--model.init_args.text_encoder.init_args.pretrained={lm_dir}"])
+    # the LM directory replaces whatever encoder source the model config names (tiny: SmolLM2's GGUF), as the
+    # from-scratch arm does (experiments/tiny/scratch_lm.yaml)
+    arm = Path(__file__).resolve().parents[1] / "experiments" / "tiny" / "scratch_lm.yaml"
+    cfg = parser.parse_args(["--config", args.config, "--config", str(arm),
+                             f"--model.init_args.text_encoder.init_args.pretrained={lm_dir}"])
     module = parser.instantiate(cfg).model
     module.configure_model()
     module.trainer = None
