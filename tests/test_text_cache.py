@@ -72,6 +72,10 @@ def test_cache_hit_miss_and_reuse(lm_dir, tmp_path):
     assert torch.equal(mask, tok["attention_mask"])
     real = mask.bool()
     assert torch.allclose(states[real], live[real], atol=2e-3, rtol=2e-3)  # fp16 storage
+    assert torch.equal(cache.batch_states(TEXTS, tok["attention_mask"]), states)  # what collate and pipeline read
+    assert cache.batch_states(TEXTS + ["never cached"], enc.tokenize(TEXTS + ["never cached"])["attention_mask"]) is None
+    with pytest.raises(ValueError, match="another tokenizer or max_length"):
+        cache.batch_states(TEXTS, torch.ones_like(tok["attention_mask"]))
     reopened = open_text_cache(tmp_path, enc)  # another run / stage: the same states, read from disk
     assert len(reopened) == len(TEXTS) and torch.equal(reopened.get(TEXTS[1]), cache.get(TEXTS[1]))
     with pytest.raises(KeyError, match="no states for paragraph"):

@@ -78,12 +78,8 @@ class ParaDiffusionPipeline:
         texts = list(paragraphs)
         tok = self.text_encoder.tokenize(texts)
         device = next(self.text_encoder.parameters()).device
-        prefix = None
-        if self.text_cache is not None and all(t in self.text_cache for t in texts):
-            from paradiffusion.data.text_cache import pad_states
-
-            prefix, _ = pad_states([self.text_cache.get(t) for t in texts], tok["input_ids"].shape[1])
-            prefix = prefix.to(device)  # (B, T, H)
+        prefix = self.text_cache.batch_states(texts, tok["attention_mask"]) if self.text_cache is not None else None
+        prefix = prefix.to(device) if prefix is not None else None  # (B, T, H): the frozen blocks' cached output
         hidden, mask = self.text_encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device), prefix)
         return hidden.to(self.device, self.unet.dtype), mask.to(self.device)
 

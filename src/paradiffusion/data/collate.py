@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from paradiffusion.data.text_cache import TextStateCache, pad_states
+from paradiffusion.data.text_cache import TextStateCache
 from paradiffusion.models.text_encoder import tokenize_paragraphs
 
 
@@ -41,11 +41,8 @@ class ParagraphCollator:
             "id": [it["id"] for it in items],
             **self.tokenize([it["text"] for it in items]),
         }
-        if self.cache is not None and all(t in self.cache for t in batch["text"]):  # else the model runs the LLM
-            states, mask = pad_states([self.cache.get(t) for t in batch["text"]], batch["input_ids"].shape[1])
-            if not torch.equal(mask, batch["attention_mask"]):
-                raise ValueError(f"text cache {self.cache.root}: cached lengths differ from the tokenizer's for ids "
-                                 f"{batch['id'][:4]}...: the cache was built with another tokenizer or max_length")
+        states = self.cache.batch_states(batch["text"], batch["attention_mask"]) if self.cache is not None else None
+        if states is not None:  # else the model runs the frozen LLM blocks itself
             batch["prefix_states"] = states  # (B, T, H)
         # anything else every item carries (a benchmark's scene "spec", ...) rides along as a list
         for key in sorted(set.intersection(*(set(it) for it in items)) - set(batch) - {"image"}):

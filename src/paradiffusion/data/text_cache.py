@@ -146,6 +146,18 @@ class TextStateCache:
                            "every text the run reads: `paradiffusion cache-text` or data.text_cache)") from None
         return torch.from_numpy(np.array(self._arrays[shard][offset: offset + length]))
 
+    def batch_states(self, texts: Sequence[str], attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """The cached states of a tokenised batch, padded like it: `(B, T, H)` float32, or `None` when any paragraph
+        is not cached (the caller then runs the frozen blocks). A length that disagrees with `attention_mask (B, T)`
+        means the cache was built with another tokenizer or token cap: refused."""
+        if not all(t in self for t in texts):
+            return None
+        states, mask = pad_states([self.get(t) for t in texts], attention_mask.shape[1])  # (B, T, H), (B, T)
+        if not torch.equal(mask, attention_mask.to(mask.dtype)):
+            raise ValueError(f"text cache {self.root}: cached lengths differ from the tokenizer's for "
+                             f"{texts[0][:40]!r}...: the cache was built with another tokenizer or max_length")
+        return states
+
     # ------------------------------------------------------------------ writing
     def _write_shard(self, rows: list[tuple[str, np.ndarray]]) -> None:
         n = (self._shards[-1] + 1) if self._shards else 0
