@@ -205,13 +205,16 @@ class EvalEvery(L.Callback):
         if step % self.every or not trainer.is_global_zero:
             return
         modes = {m: m.training for m in pl_module.modules()}  # the frozen LM stays in eval mode afterwards
-        pl_module._swap_ema_in()  # the raw weights come back below; the EMA keeps averaging afterwards
+        ema, params = pl_module.ema, pl_module.trainable_named_parameters()
+        if ema is not None:
+            ema.swap_in(params)  # the raw weights come back below; the EMA keeps averaging afterwards
         pl_module.eval()
         try:
             row = {"arm": self.arm, "step": step, "minutes": round((time.time() - self.t0) / 60, 2),
                    **evaluate_arm(pl_module, self.describe, self.n)}
         finally:
-            pl_module._swap_ema_out()
+            if ema is not None:
+                ema.swap_out(params)
             for m, training in modes.items():
                 m.training = training
         append_row(self.path, row)

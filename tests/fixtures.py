@@ -44,13 +44,15 @@ def tiny_llama_config(vocab_size: int = 400, hidden_size: int = 64, layers: int 
 
 
 def tiny_unet(
-    cross_attention_dim: int = 64, sample_size: int = 16, channels: int = 3, pooled_text: bool = False
+    cross_attention_dim: int = 64, sample_size: int = 16, channels: int = 3, pooled_text: bool = False,
+    coordinates: bool = False,
 ) -> UNet2DConditionModel:
     """A ~0.3M-parameter UNet for fast tests (cross-attention at the lowest resolution only); `pooled_text` adds the
-    pooled-paragraph input to the timestep embedding (see `paradiffusion.diffusion.conditioning`)."""
+    pooled-paragraph input to the timestep embedding, `coordinates` the two pixel-coordinate input channels (see
+    `paradiffusion.diffusion.conditioning`)."""
     pooled = dict(class_embed_type="projection", projection_class_embeddings_input_dim=cross_attention_dim)
     return UNet2DConditionModel(
-        sample_size=sample_size, in_channels=channels, out_channels=channels,
+        sample_size=sample_size, in_channels=channels + (2 if coordinates else 0), out_channels=channels,
         block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
         cross_attention_dim=cross_attention_dim, attention_head_dim=2, norm_num_groups=16,  # 2 heads x 32 dims

@@ -99,6 +99,26 @@ def test_webdataset_splits_shards_across_ranks(tmp_path):
     assert not set(seen[0]) & set(seen[1])
 
 
+def test_webdataset_repeat_reshuffles_shards_per_pass_by_seed(tmp_path):
+    """`repeat=True` cycles without end, each pass in a fresh shard order drawn from `seed` (+ the pass number), so
+    the same seed gives the same stream; `resume(step, ...)` offsets the seed by the step."""
+    from itertools import islice
+
+    for i in range(6):
+        _tar(tmp_path / f"{i:05d}.tar", [(f"{i}.png", _png_bytes((i, 0, 0))), (f"{i}.txt", str(i).encode())])
+    src = WebDatasetSource(str(tmp_path / "*.tar"), 8, repeat=True, seed=3)
+    texts = [it["text"] for it in islice(iter(src), 18)]  # three passes
+    passes = [texts[0:6], texts[6:12], texts[12:18]]
+    assert all(sorted(p) == [str(i) for i in range(6)] for p in passes)  # every shard once per pass
+    assert len({tuple(p) for p in passes}) > 1  # reshuffled between passes
+    assert texts == [it["text"] for it in islice(iter(WebDatasetSource(str(tmp_path / "*.tar"), 8, repeat=True,
+                                                                     seed=3)), 18)]  # the seed fixes the stream
+    order = lambda s: [it["text"] for it in islice(iter(s), 6)]
+    assert order(src.resume(5, 0, 1)) == order(WebDatasetSource(str(tmp_path / "*.tar"), 8, repeat=True, seed=8))
+    once = WebDatasetSource(str(tmp_path / "*.tar"), 8)
+    assert [it["text"] for it in once] == [str(i) for i in range(6)]  # no repeat: one pass in shard order
+
+
 def test_webdataset_missing_shards_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no WebDataset shards"):
         WebDatasetSource(str(tmp_path / "*.tar"), 8)

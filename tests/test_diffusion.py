@@ -106,3 +106,26 @@ def test_pooled_text_ignores_padding_and_reaches_the_unet():
         unet.class_embedding.linear_2.weight.zero_()
         unet.class_embedding.linear_2.bias.zero_()
         assert (unet_forward(unet, x, t, ctx, mask) - out).abs().max() > 1e-4
+
+
+def test_coordinate_channels_reach_the_unet():
+    from paradiffusion.diffusion.conditioning import coordinate_channels, unet_forward
+    from fixtures import tiny_unet
+
+    grid = coordinate_channels(torch.zeros(2, 3, 4, 6))  # (2, 2, 4, 6)
+    assert grid.shape == (2, 2, 4, 6)
+    torch.testing.assert_close(grid[0, 0, 0], torch.linspace(-5 / 6, 5 / 6, 6))  # x runs along the width
+    torch.testing.assert_close(grid[0, 1, :, 0], torch.linspace(-3 / 4, 3 / 4, 4))  # y runs down the height
+    torch.manual_seed(0)
+    unet = tiny_unet(cross_attention_dim=48, coordinates=True).eval()
+    ctx, mask = torch.randn(2, 5, 48), torch.ones(2, 5)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([900, 100])
+    with torch.no_grad():
+        out = unet_forward(unet, x, t, ctx, mask)
+        assert out.shape == (2, 3, 16, 16)
+        # the coordinates are an input of their own: a flipped grid gives another output
+        flipped = unet(torch.cat([x, coordinate_channels(x).flip(-1)], 1), t, encoder_hidden_states=ctx,
+                       encoder_attention_mask=mask).sample
+        assert (flipped - out).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="input channels"):
+        unet_forward(tiny_unet(cross_attention_dim=48, channels=3), torch.randn(1, 4, 16, 16), t[:1], ctx[:1], mask[:1])

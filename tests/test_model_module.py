@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from paradiffusion.models import LLMTextEncoder, LoRASettings, TextRefiner, TokenGate
 from fixtures import build_tiny_tokenizer, tiny_llama_config, tiny_unet
 from paradiffusion.module import ParaDiffusion
+from paradiffusion.pipeline import drop_captions
 
 COLORS = {"red": (1.0, 0.0, 0.0), "blue": (0.0, 0.0, 1.0), "green": (0.0, 1.0, 0.0)}
 
@@ -161,7 +162,7 @@ def test_param_groups_and_caption_dropout(tok_dir, tmp_path):
     n_lora = sum(p.numel() for p in by_name["lora"]["params"])
     assert n_lora == sum(p.numel() for n, p in module.named_parameters() if "lora_" in n)
     tok = module.text_encoder.tokenize(["a red square", "a blue square at the top"])
-    ids, mask, _ = module.drop_captions(tok["input_ids"], tok["attention_mask"], p=1.0)
+    ids, mask, _ = drop_captions(module.text_encoder, tok["input_ids"], tok["attention_mask"], p=1.0)
     empty = module.text_encoder.tokenize([""])
     assert torch.equal(mask.sum(1), torch.tensor([1, 1])) and (ids[:, 0] == empty["input_ids"][0, 0]).all()
 

@@ -42,6 +42,7 @@ def test_datasets_follow_the_datamodule_protocol(tmp_path):
 
     from paradiffusion.data import ImageTextDataModule
     from paradiffusion.data.stages import dataset_texts
+    from paradiffusion.resume import StreamBatches
     from parashapes import ParaShapesFolder
     from parashapes.storage import write_folder
 
@@ -51,11 +52,13 @@ def test_datasets_follow_the_datamodule_protocol(tmp_path):
     assert first.take(10).n == 4 and first.take(2).texts() == first.texts()[:2]
     resumed = stream.resume(step=5, rank=1, world_size=2)  # a resumed run draws fresh scenes, dealt over ranks
     assert (resumed.seed, resumed._rank, resumed._world, resumed.split) == (3 + 7919 * 5, 1, 2, "stage2")
-    # what the DataModule hands the trainer: the stream positioned at the restored step, on this rank
-    dm = ImageTextDataModule(train_data=stream, val_data=ParaShapesDataset("val", 8, 32), n_val=3)
-    dm.trainer = SimpleNamespace(global_step=7, global_rank=0, world_size=1)
+    # what the DataModule hands the trainer: the stream read by index in this rank's batches (item_at), which the
+    # training loader positions where training stands (tests/test_resume.py)
+    dm = ImageTextDataModule(train_data=stream, val_data=ParaShapesDataset("val", 8, 32), n_val=3, batch_size=2)
+    dm.trainer = SimpleNamespace(global_step=7, global_rank=1, world_size=2)
     train = dm.train_dataset()
-    assert isinstance(train, ParaShapesIterable) and train.seed == 3 + 7919 * 7
+    assert isinstance(train, StreamBatches) and train.stream is stream and (train.rank, train.world_size) == (1, 2)
+    assert [x["id"] for x in islice(iter(train), 2)] == [stream.item_at(i)["id"] for i in (2, 3)]
     assert dataset_texts(dm._eval_dataset("val")) == ParaShapesDataset("val", 3, 32).texts()
     dm.n_train = 5  # a finite training set: the stream's first 5 scenes, whatever the step
     assert dataset_texts(dm.train_dataset()) == stream.take(5).texts()

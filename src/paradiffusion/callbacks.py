@@ -1,8 +1,11 @@
-"""Training callbacks: stop or skip a step whose loss or gradient is not finite (`NonFiniteGuard`), and a parameter
-checksum across ranks (`ParameterChecksum`). A benchmark's validation and test scoring comes as its own callbacks,
+"""Training callbacks: stop or skip a step whose loss or gradient is not finite (`NonFiniteGuard`), keep validation
+off the training random streams (`ValidationRNGFence`) and log the learning rates and truncated paragraphs
+(`TrainingLogs`) — `ParaDiffusion` brings these two to every run — and a parameter checksum across ranks
+(`ParameterChecksum`). A benchmark's validation and test scoring comes as its own callbacks,
 named in the configs' ``trainer.callbacks`` (e.g. ParaShapes' ``SampleAndScore`` in ``experiments/base.yaml``)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.seed import isolate_rng
 
 from paradiffusion.checks import NonFiniteError
 
@@ -37,6 +41,55 @@ class ParameterChecksum(Callback):
         out = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"param_checksum_rank{trainer.global_rank}.json").write_text(json.dumps(record) + "\n")
+
+
+class ValidationRNGFence(Callback):
+    """Validation must not change what training draws next: anything in it that drew from the global streams would
+    shift the noise, timesteps and caption dropout of every later step, so how often a run validates would change its
+    trajectory. (Measured before the evaluation loaders got their own generators: runs validating every 10 steps and
+    never parted at step 10.) The loaders and samplers draw from their own seeded generators; this fence covers
+    whatever else a callback or library draws: the torch, CUDA, Python and NumPy streams are saved as validation
+    starts and restored as it ends (Lightning's `isolate_rng`)."""
+
+    def __init__(self) -> None:
+        self._fence: contextlib.ExitStack | None = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()
+        self._fence = contextlib.ExitStack()
+        self._fence.enter_context(isolate_rng())
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()  # the streams as they were when validation started
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._fence is not None:
+            self._fence.close()
+            self._fence = None
+
+
+class TrainingLogs(Callback):
+    """What `ParaDiffusion` logs besides its loss: each parameter group's learning rate as the step uses it
+    (``train/lr_<group>``) and how many paragraphs were cut at ``max_length`` (``train/truncated``, summed over the
+    epoch): never silent."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        for group in trainer.optimizers[0].param_groups:
+            pl_module.log(f"train/lr_{group.get('name', 'group')}", group["lr"], batch_size=len(batch["pixel_values"]))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if "num_truncated" in batch:  # suite collate: a per-batch count
+            count = torch.as_tensor(batch["num_truncated"]).float().sum()
+        elif "truncated" in batch:  # LLMTextEncoder.tokenize: a per-row flag
+            count = torch.as_tensor(batch["truncated"]).float().sum()
+        else:  # no flag: a row at the cap was (probably) truncated
+            count = (batch["attention_mask"].sum(1) >= pl_module.text_encoder.max_length).float().sum()
+        pl_module.log("train/truncated", count, reduce_fx="sum", on_step=False, on_epoch=True,
+                      batch_size=len(batch["pixel_values"]))
 
 
 class NonFiniteGuard(Callback):
@@ -84,7 +137,7 @@ class NonFiniteGuard(Callback):
 
     # -- per batch ------------------------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        _restore_ema_update(pl_module)  # a skip whose EMA update never came (partial accumulation at an epoch end)
+        _skip_ema_update(pl_module, False)  # a skip whose EMA update never came (partial accumulation at an epoch end)
         self._batch_idx = batch_idx
         self._batch_ids = list(batch["id"][:4]) if isinstance(batch, dict) and isinstance(batch.get("id"), list) else None
 
@@ -128,7 +181,7 @@ class NonFiniteGuard(Callback):
         for g in optimizer.param_groups:  # no gradient: AdamW/SGD leave the weight and its state untouched
             for p in g["params"]:
                 p.grad = None
-        _skip_next_ema_update(pl_module)
+        _skip_ema_update(pl_module, True)
         self.skipped += 1
         self.consecutive += 1
         pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, batch_size=1)
@@ -160,7 +213,7 @@ class NonFiniteGuard(Callback):
 
         ema = getattr(pl_module, "ema", None)
         named = list(checkpoint_tensors({"state_dict": checkpoint.get("state_dict", {})}))
-        if ema is not None and hasattr(ema, "shadow"):  # the module adds the EMA after the callbacks' hook
+        if ema is not None and hasattr(ema, "shadow"):  # `ema.EMAWeights` may add it to the checkpoint after this hook
             named += [(f"ema:{k}", v) for k, v in ema.shadow.items()]
         try:
             assert_finite(named, f"checkpoint at step {trainer.global_step}")
@@ -168,25 +221,14 @@ class NonFiniteGuard(Callback):
             raise NonFiniteError(f"{e} (refused to write it)") from None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        _restore_ema_update(pl_module)
+        _skip_ema_update(pl_module, False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _restore_ema_update(pl_module)
+        _skip_ema_update(pl_module, False)
 
 
-def _skip_next_ema_update(pl_module: L.LightningModule) -> None:
-    """Make the module's next `ema.update(...)` (in its `on_train_batch_end`, after this step) a no-op, once."""
+def _skip_ema_update(pl_module: L.LightningModule, skip: bool) -> None:
+    """Make the module's next EMA update (`ema.EMAWeights`, after this step) a no-op, once; or cancel that."""
     ema = getattr(pl_module, "ema", None)
-    if ema is None or not hasattr(ema, "update"):
-        return
-
-    def skip_once(*args, **kwargs) -> None:
-        ema.__dict__.pop("update", None)  # the class's update is back for the next step
-
-    ema.update = skip_once
-
-
-def _restore_ema_update(pl_module: L.LightningModule) -> None:
-    ema = getattr(pl_module, "ema", None)
-    if ema is not None and hasattr(ema, "__dict__"):
-        ema.__dict__.pop("update", None)
+    if ema is not None and hasattr(ema, "skip_next_update"):
+        ema.skip_next_update = skip

@@ -247,8 +247,11 @@ def load_module(config: str | list[str], ckpt_path: str | None = None, overrides
     if hasattr(module, "configure_model"):
         module.configure_model()
     if checkpoint is not None:
-        module.on_load_checkpoint(checkpoint)  # first: it builds the EMA from the checkpoint
+        from paradiffusion.ema import EMAWeights
+
+        module.on_load_checkpoint(checkpoint)
         module.load_state_dict(checkpoint["state_dict"])
+        EMAWeights.restore(module, checkpoint)  # the EMA weights (`make_pipeline(use_ema=True)`), where it has them
     module.eval()
     return module
 

@@ -89,6 +89,7 @@ def text_dependence(
     (``loss_true/t=…``) and ``shuffled_over_true``.
     """
     from paradiffusion.diffusion.schedule import training_target
+    from paradiffusion.pipeline import encode_text
 
     n = len(items)
     if n == 0:
@@ -110,8 +111,8 @@ def text_dependence(
         noise = noise_all[start:stop].to(x0)
         for name, paragraphs in conditions.items():
             tok = model.text_encoder.tokenize(paragraphs[start:stop])
-            context, mask = model.text_encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device))
-            context = context.to(x0.dtype)  # (b, T, D)
+            context, mask = encode_text(model.text_encoder, tok["input_ids"], tok["attention_mask"],
+                                        dtype=x0.dtype)  # (b, T, D), (b, T)
             for t_value in timesteps:
                 t = torch.full((stop - start,), int(t_value), device=device, dtype=torch.long)  # (b,)
                 x_t = model.noise_scheduler.add_noise(x0, noise, t)

@@ -23,6 +23,7 @@ from typing import Literal, Sequence
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from torch import nn
 
 from paradiffusion.diffusion.conditioning import unet_forward
 from paradiffusion.diffusion.guidance import classifier_free_guidance, pad_context
@@ -39,6 +40,63 @@ DEFAULT_LAYOUT = {
     "scheduler": "scheduler",
 }
 RELEASED_TEXT_ENCODER = {"hidden_layer": -1, "max_length": 256, "padding": "max_length", "mask_padding": False}
+
+
+# ---------------------------------------------------------------------- the text side, shared with training
+def encode_text(
+    text_encoder: LLMTextEncoder,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prefix_states: torch.Tensor | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paragraph tokens `(B, T)` → what the UNet attends to: text states `(B, T, D)` and mask `(B, T)` (padding
+    stays masked). `prefix_states (B, T, H)` are the frozen LLM blocks' cached output, where a text cache has them.
+    The inputs go to the encoder's device; the outputs to `device` and (states only) `dtype`, where given.
+    Training (`ParaDiffusion.diffusion_step`), sampling (`ParaDiffusionPipeline.encode`) and the text-use probe
+    (`evaluate.text_dependence`) all encode through here."""
+    here = next(text_encoder.parameters()).device
+    prefix_states = prefix_states.to(here) if prefix_states is not None else None
+    context, mask = text_encoder(input_ids.to(here), attention_mask.to(here), prefix_states)
+    return context.to(device=device, dtype=dtype), mask.to(device=device)
+
+
+def drop_captions(
+    text_encoder: LLMTextEncoder,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    p: float,
+    prefix_states: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Caption dropout: with probability p per row, replace the paragraph by the empty paragraph, the unconditional
+    input the sampler's classifier-free guidance uses; cached prefix states of a dropped row become the empty
+    paragraph's states. Draws one `torch.rand` of `(B,)` from the global stream when `p > 0`."""
+    if p <= 0:
+        return input_ids, attention_mask, prefix_states
+    drop = torch.rand(input_ids.shape[0], device=input_ids.device) < p  # (B,)
+    if not drop.any():
+        return input_ids, attention_mask, prefix_states
+    empty = torch.tensor(text_encoder.tokenize([""])["input_ids"][0].tolist(), device=input_ids.device)  # (T0,)
+    pad_id = text_encoder.tokenizer.pad_token_id
+    if input_ids.shape[1] < len(empty):  # make room (rare: T0 is usually 1, the BOS token)
+        extra = len(empty) - input_ids.shape[1]
+        input_ids = nn.functional.pad(input_ids, (0, extra), value=pad_id)
+        attention_mask = nn.functional.pad(attention_mask, (0, extra), value=0)
+        if prefix_states is not None:
+            prefix_states = nn.functional.pad(prefix_states, (0, 0, 0, extra))
+    input_ids, attention_mask = input_ids.clone(), attention_mask.clone()
+    input_ids[drop] = pad_id
+    input_ids[drop, : len(empty)] = empty
+    attention_mask[drop] = 0
+    attention_mask[drop, : len(empty)] = 1
+    if prefix_states is not None:
+        with torch.no_grad():
+            empty_states = text_encoder.encode_prefix(empty[None], torch.ones_like(empty)[None])[0]  # (T0, H)
+        prefix_states = prefix_states.clone()
+        prefix_states[drop] = 0
+        prefix_states[drop, : len(empty)] = empty_states.to(prefix_states.dtype)
+    return input_ids, attention_mask, prefix_states
 
 
 class ParaDiffusionPipeline:
@@ -77,17 +135,15 @@ class ParaDiffusionPipeline:
         """Paragraphs → text states `(B, T, D)` and mask `(B, T)` on the UNet's device."""
         texts = list(paragraphs)
         tok = self.text_encoder.tokenize(texts)
-        device = next(self.text_encoder.parameters()).device
         prefix = self.text_cache.batch_states(texts, tok["attention_mask"]) if self.text_cache is not None else None
-        prefix = prefix.to(device) if prefix is not None else None  # (B, T, H): the frozen blocks' cached output
-        hidden, mask = self.text_encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device), prefix)
-        return hidden.to(self.device, self.unet.dtype), mask.to(self.device)
+        return encode_text(self.text_encoder, tok["input_ids"], tok["attention_mask"], prefix,  # prefix: (B, T, H)
+                           device=self.device, dtype=self.unet.dtype)
 
     def image_shape(self) -> tuple[int, int, int]:
         """Shape of the denoised tensor per image: `(C, h, w)` (latents when a VAE is used)."""
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
-        return (self.unet.config.in_channels, *size)
+        return (self.unet.config.out_channels, *size)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -8,7 +8,8 @@ single process: both are `generate_one(split, i, seed)` rendered. `ParaShapesFol
 (`parashapes generate --format folder`).
 
 Both follow the dataset protocol of `paradiffusion.data.ImageTextDataModule` (`texts()`, `take(n)`, and for the
-stream `resume(step, rank, world_size)`), so a config wires them as `data.init_args.train_data` / `val_data` / ...:
+stream `item_at(i)`: the stream read by index, so a training run reads it in a fixed batch layout and a resumed run
+continues exactly where it stopped), so a config wires them as `data.init_args.train_data` / `val_data` / ...:
 
     train_data: {class_path: parashapes.ParaShapesIterable, init_args: {split: stage2, resolution: 32}}
     val_data: {class_path: parashapes.ParaShapesDataset, init_args: {split: val, n: 64, resolution: 32}}
@@ -64,10 +65,14 @@ def _rank_and_world() -> tuple[int, int]:
 class ParaShapesIterable(IterableDataset):
     """Infinite, seeded stream of rendered ParaShapes samples.
 
-    The global index space 0, 1, 2, ... is dealt round-robin over (DDP rank, dataloader worker) pairs:
-    stream k of S = world_size * num_workers yields indices start + k, start + k + S, ... so no two
+    Item ``i`` is ``item_at(i)``: scene ``start + i`` of the split, a function of ``(split, seed, start + i)`` only.
+    Training reads the stream by index (``ImageTextDataModule`` wraps it in ``paradiffusion.resume.StreamBatches``:
+    batch ``g`` of rank ``r`` holds items ``(g * world_size + r) * batch_size + m``), so a run resumed from a
+    checkpoint reads exactly what the uninterrupted run would have, with any number of DataLoader workers.
+
+    Iterated directly, the global index space 0, 1, 2, ... is dealt round-robin over (DDP rank, dataloader worker)
+    pairs: stream k of S = world_size * num_workers yields indices start + k, start + k + S, ... so no two
     ranks/workers ever repeat each other, and the union over all of them is exactly 0, 1, 2, ...
-    `start` lets a resumed run continue where it stopped (e.g. start = global_step * global_batch).
     """
 
     def __init__(self, split: str, resolution: int = 32, style: str | None = None, seed: int = 0,
@@ -86,10 +91,17 @@ class ParaShapesIterable(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         return rank * nw + wid, world * nw
 
+    def item_at(self, index: int) -> dict[str, Any]:
+        """Item ``index`` of the stream (``index >= 0``): what a single process iterating it reads at that place."""
+        if index < 0:
+            raise IndexError(f"index must be >= 0, got {index}")
+        return make_item(generate_one(self.split, self.start + int(index), self.seed, self.style), self.resolution,
+                         self.style, self.text)
+
     def resume(self, step: int, rank: int, world_size: int) -> "ParaShapesIterable":
-        """The stream a training run reads at optimizer step `step` on rank `rank` of `world_size`: the seed offset
-        by the step (a resumed run draws fresh scenes instead of replaying the ones it trained on), the index space
-        dealt over the ranks."""
+        """The older stream protocol (kept for wrappers that forward it): the stream on rank `rank` of `world_size`,
+        its seed offset by the step so a run resumed at `step` draws fresh scenes. Not exact: the DataModule reads
+        this stream by `item_at` instead, which resumes at the very next sample."""
         return ParaShapesIterable(self.split, self.resolution, self.style, self.seed + 7919 * int(step), self.start,
                                   rank, world_size, self.text)
 
@@ -98,10 +110,9 @@ class ParaShapesIterable(IterableDataset):
         return ParaShapesDataset(self.split, n, self.resolution, self.style, self.seed, self.text)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        k, stride = self._stream()
-        i = self.start + k
+        i, stride = self._stream()
         while True:
-            yield make_item(generate_one(self.split, i, self.seed, self.style), self.resolution, self.style, self.text)
+            yield self.item_at(i)
             i += stride
 
 

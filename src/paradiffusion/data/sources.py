@@ -174,36 +174,43 @@ class WebDatasetSource(IterableDataset):
 
     def _samples(self, shard: str) -> Iterator[dict]:
         for key, sample in iter_tar_groups(shard):
-            image_ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
-            text_ext = next((e for e in TEXT_EXTS if e in sample), None)
-            if image_ext is None or text_ext is None:
-                self.stats["skipped_incomplete"] += 1
-                log.warning("%s: sample %s lacks %s; skipped (%d so far)", shard, key,
-                            "an image" if image_ext is None else "a .txt caption", self.stats["skipped_incomplete"])
-                continue
+            item = self.decode(shard, key, sample)
+            if item is not None:
+                yield item
+
+    def decode(self, shard: str, key: str, sample: dict[str, bytes]) -> dict | None:
+        """One grouped sample (``{extension: bytes}``) as the item dict, or ``None`` after counting and logging why
+        it is skipped (no image or caption, an image PIL cannot read, a caption that is not UTF-8)."""
+        image_ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+        text_ext = next((e for e in TEXT_EXTS if e in sample), None)
+        if image_ext is None or text_ext is None:
+            self.stats["skipped_incomplete"] += 1
+            log.warning("%s: sample %s lacks %s; skipped (%d so far)", shard, key,
+                        "an image" if image_ext is None else "a .txt caption", self.stats["skipped_incomplete"])
+            return None
+        try:
+            image = Image.open(io.BytesIO(sample[image_ext]))
+            image.load()
+        except Exception as exc:
+            self.stats["skipped_unreadable"] += 1
+            log.warning("%s: sample %s has an unreadable image (%s); skipped", shard, key, exc)
+            return None
+        try:
+            text = sample[text_ext].decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            self.stats["skipped_unreadable"] += 1
+            log.warning("%s: sample %s has a caption that is not UTF-8 (%s); skipped", shard, key, exc)
+            return None
+        item = {"id": key, "image": to_tensor(image, self.resolution), "text": text}
+        if "json" in sample:
             try:
-                image = Image.open(io.BytesIO(sample[image_ext]))
-                image.load()
-            except Exception as exc:
-                self.stats["skipped_unreadable"] += 1
-                log.warning("%s: sample %s has an unreadable image (%s); skipped", shard, key, exc)
-                continue
-            try:
-                text = sample[text_ext].decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                self.stats["skipped_unreadable"] += 1
-                log.warning("%s: sample %s has a caption that is not UTF-8 (%s); skipped", shard, key, exc)
-                continue
-            item = {"id": key, "image": to_tensor(image, self.resolution), "text": text}
-            if "json" in sample:
-                try:
-                    meta = json.loads(sample["json"])
-                except json.JSONDecodeError:
-                    meta = None
-                if isinstance(meta, dict) and "objects" in meta:
-                    item["spec"] = meta
-            self.stats["ok"] += 1
-            yield item
+                meta = json.loads(sample["json"])
+            except json.JSONDecodeError:
+                meta = None
+            if isinstance(meta, dict) and "objects" in meta:
+                item["spec"] = meta
+        self.stats["ok"] += 1
+        return item
 
 
 class ImageFolder(Dataset):

@@ -26,13 +26,21 @@ batch has (e.g. a benchmark's ``"spec"``) reach the batch as lists. A dataset ma
   is built over);
 * ``take(n) -> Dataset``: a finite dataset of its first ``n`` items (``n_train`` / ``n_val`` / ``n_test`` /
   ``n_predict``); without it a map-style dataset is cut with ``Subset``, and a stream cannot be cut;
-* ``resume(step, rank, world_size) -> IterableDataset`` (training streams): the stream as a run at optimizer step
-  ``step`` on rank ``rank`` of ``world_size`` reads it. A resumed run must not replay what it already trained on,
-  and no two ranks may read the same samples.
+* ``item_at(i) -> item`` (training streams): the stream's ``i``-th item. Training then reads it in a fixed batch
+  layout (:class:`paradiffusion.resume.StreamBatches`), no two ranks read the same items, and a run resumed from a
+  checkpoint reads exactly the batches the uninterrupted run would have read next;
+* ``resume(step, rank, world_size) -> IterableDataset`` (training streams without ``item_at``, e.g.
+  ``WebDatasetSource``): the stream as a run at optimizer step ``step`` on rank ``rank`` of ``world_size`` reads it.
+  A resumed run does not replay what it already trained on, but does not read what the uninterrupted run would have.
+
+Training sets that are finite (map-style, or cut by ``n_train``) are read in shuffled epochs whose order is a
+function of ``seed`` and the epoch (:class:`paradiffusion.resume.EpochBatches`), split over the ranks; a resumed run
+continues inside the epoch where it stopped. See :mod:`paradiffusion.resume` for what makes resume bit-exact.
 """
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Literal
 
 import lightning as L
@@ -42,8 +50,13 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from paradiffusion.data.collate import ParagraphCollator
 from paradiffusion.data.sources import ImageFolder, ManifestDataset, WebDatasetSource
 from paradiffusion.data.text_cache import TextStateCache, open_text_cache
+from paradiffusion.resume import EpochBatches, ResumableLoader, StreamBatches
 
 log = logging.getLogger(__name__)
+
+# A finite training set is read as an IterableDataset with a length (EpochBatches): it splits itself over ranks and
+# workers, so Lightning's warning that such a length "could be inaccurate" does not apply.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 Source = Literal["manifest", "webdataset", "folder"]
 _DATASETS = ("train_data", "val_data", "test_data", "predict_data")
@@ -137,6 +150,7 @@ class ImageTextDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.tokenizer_path, self.max_length = tokenizer, max_length
         self.collator: ParagraphCollator | None = None
+        self._train_layout: StreamBatches | None = None  # what the last train_dataset() built, for the loader
         if source is not None and train_data is not None:
             raise ValueError(f"data.source={source!r} and data.train_data both name the training pairs; keep one")
         if source is not None and not train_path:
@@ -216,18 +230,34 @@ class ImageTextDataModule(L.LightningDataModule):
         return WebDatasetSource(self.train_path, self.resolution, repeat=True, seed=self.seed)
 
     def train_dataset(self) -> Dataset:
-        """The training set this run reads: cut to ``n_train``, or a stream positioned at the restored step (a
-        resumed run must not replay the samples it already trained on) and split over the ranks."""
+        """The training set this run reads: cut to ``n_train`` (a finite set: the loader reads it in shuffled epochs
+        split over the ranks); a stream read by index, in this rank's batches (:class:`StreamBatches`; the loader
+        positions it where training stands); or a stream without ``item_at`` positioned at the restored step by its
+        ``resume`` and split over the ranks."""
+        self._train_layout = None
         data = self.train_data if self.train_data is not None else (self._source_dataset() if self.source else None)
         if data is None:
             raise ValueError("data: no training data: set data.train_data (a dataset's class_path and init_args) "
                              "or data.source and data.train_path")
         if self.n_train is not None:
             return take(data, self.n_train, "data.n_train")
+        if isinstance(data, IterableDataset) and callable(getattr(data, "item_at", None)):
+            rank, world = self._rank_and_world()
+            self._train_layout = StreamBatches(data, self.batch_size, rank, world)
+            return self._train_layout
         if isinstance(data, IterableDataset) and hasattr(data, "resume"):
             rank, world = self._rank_and_world()
             return data.resume(step=self.trainer.global_step if self.trainer else 0, rank=rank, world_size=world)
         return data
+
+    def _trained_batches(self) -> int | None:
+        """The training batches this run has consumed (restored with the loop state on resume), while fitting."""
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return None
+        return trainer.fit_loop.epoch_loop.batch_progress.total.ready
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         if self.collator is None:
@@ -241,13 +271,32 @@ class ImageTextDataModule(L.LightningDataModule):
             collate_fn=self.collator,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle and not iterable,
-            # An evaluation loader draws its workers' base seed from its own generator: from the global one, every
-            # validation would shift the noise and timesteps of all later training steps.
-            generator=None if shuffle else torch.Generator().manual_seed(self.seed),
+            # A loader draws its workers' base seed (and a shuffle) from its own generator: from the global one,
+            # every validation would shift the noise and timesteps of all later training steps, and a resumed run
+            # would draw differently from the uninterrupted one.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), shuffle=True)
+        dataset = self.train_dataset()  # may be a subclass's wrapper around the layout it built
+        layout = self._train_layout
+        if layout is None and not isinstance(dataset, IterableDataset):  # a finite set: shuffled epochs
+            rank, world = self._rank_and_world()
+            layout = dataset = EpochBatches(dataset, self.batch_size, rank, world, seed=self.seed, shuffle=True)
+        if layout is None:  # a stream that cannot be read by index: as it comes
+            return self._loader(dataset, shuffle=True)
+        if self.collator is None:
+            self.setup()
+        return ResumableLoader(
+            dataset, layout, progress=self._trained_batches,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.collator,
+            persistent_workers=self.num_workers > 0,
+            # the loader's own generator: starting an iteration then draws nothing from the global torch stream,
+            # which a resumed run restores for the noise and timesteps of its next step
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def _eval_dataset(self, which: str) -> Dataset:
         data, n = {"val": (self.val_data, self.n_val), "test": (self.test_data, self.n_test),
