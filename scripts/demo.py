@@ -63,6 +63,46 @@ def stage_args(stage: str, root: Path, cache: Path, seed: int, extra: list[str],
     return args
 
 
+def recorded_args(args: list[str]) -> list[str]:
+    """A stage's arguments as `--resume` compares them: without the step budget, configs of this repository by
+    their path inside it (so a copy of the repository elsewhere resumes the same run)."""
+    out = []
+    for x in args:
+        if x.startswith("--trainer.max_steps="):
+            continue
+        path = Path(x)
+        if path.is_absolute() and path.is_relative_to(REPO):
+            x = str(path.relative_to(REPO))
+        out.append(x)
+    return out
+
+
+def resume_point(stage_dir: Path, args: list[str], resume: bool) -> tuple[Path | None, bool]:
+    """Where a stage starts with ``--resume``, and whether it trains: its ``last.ckpt`` when that run was started
+    with the same arguments (the step budget aside) and has not passed the budget asked for now; else from
+    nothing (the stage directory is cleared, so no stale checkpoint, event file or sample stays in it)."""
+    ckpt = stage_dir / "run" / "checkpoints" / "last.ckpt"
+    record = stage_dir / "demo_args.json"
+    budgets = [int(x.split("=", 1)[1]) for x in args if x.startswith("--trainer.max_steps=")]
+    budget = budgets[-1] if budgets else None  # None: the stage config's own max_steps (--budget full)
+    same = recorded_args(args)
+    if resume and ckpt.is_file() and record.is_file() and json.loads(record.read_text()) == same:
+        done = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        if budget is None or done <= budget:
+            print(f"[demo] {stage_dir.name}: resuming from {ckpt} (step {done} of {budget or 'the config budget'})",
+                  flush=True)
+            return ckpt, budget is None or done < budget
+        print(f"[demo] {stage_dir.name}: {ckpt} is past the budget ({done} > {budget}); training it again")
+    elif resume and stage_dir.exists():
+        print(f"[demo] {stage_dir.name}: not resumable (no last.ckpt, other arguments, or an earlier stage trained "
+              f"further); training it again", flush=True)
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True)
+    record.write_text(json.dumps(same, indent=1) + "\n")
+    return None, True
+
+
 def parse_steps(value: str) -> dict[str, int]:
     """--steps "stage2:900,stage3:200" -> {"stage2": 900, "stage3": 200}; a bad entry is named."""
     out = {}
@@ -89,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-stages", default=",".join(STAGES),
                    help="stages after which to sample and score (comma-separated; default every stage)")
     p.add_argument("--steps", default="", help="per-stage step budgets, e.g. stage2:900,stage3:200")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: a stage whose last.ckpt was written with the same arguments is "
+                        "resumed from it (bit-exact) up to its budget, or reused when already there; the stages "
+                        "after one that trains further are trained again")
     a = p.parse_args(argv)
     missing = [str(c) for c in [*a.config, *a.late_config] if not c.is_file()]
     if missing:
@@ -105,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] budget={a.budget} seed={a.seed}; runs in {root}; text cache {cache_root}", flush=True)
     extra, late = [c.resolve() for c in a.config], [c.resolve() for c in a.late_config]
     module = None
+    retrained = False  # a stage before this one trained (further) in this invocation: later stages start over
     for stage in STAGES:
         args = stage_args(stage, root, cache_root, a.seed, extra, a.budget, steps, late)
+        resume, retrained = resume_point(root / stage, args, a.resume and not retrained)
+        args += ["--ckpt_path", str(resume)] if resume else []
         print(f"\n[demo] === {stage}: paradiffusion fit {' '.join(args)}", flush=True)
         t0 = time.time()
         cli = ParaDiffusionCLI(args=["fit", *args])

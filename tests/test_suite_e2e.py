@@ -187,3 +187,28 @@ def test_text_dependence_probe_on_a_saved_run(demo_run):
     # with one image, "another image's paragraph" is its own: the probe must then see no difference at all
     single = text_dependence(module, split="val", n=1, timesteps=(500,))
     assert single["loss_shuffled"] == single["loss_true"]
+
+
+def test_demo_resume_continues_a_stage_and_retrains_the_ones_after_it(tmp_path, capsys):
+    """`--resume`: a stage recorded with the same arguments resumes from its last.ckpt up to the budget asked for
+    now (reused when already there); one that trains further makes the later stages start over (cleared)."""
+    args = lambda stage, steps: demo.stage_args(stage, tmp_path, tmp_path / "c", 0, [], "short", steps)
+    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
+    assert demo.resume_point(s1, args("stage1", {}), resume=True) == (None, True)  # nothing yet: trains
+    assert (s1 / "demo_args.json").is_file()
+    ckpt = s1 / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"global_step": 300}, ckpt)
+    assert demo.resume_point(s1, args("stage1", {}), resume=True) == (ckpt, False)  # at its budget: reused
+    assert demo.resume_point(s1, args("stage1", {"stage1": 500}), resume=True) == (ckpt, True)  # trains on
+    assert (s1 / "demo_args.json").is_file() and ckpt.is_file()
+    # other arguments (another seed) or a budget below what was trained: not resumable, the stage is cleared
+    other = demo.stage_args("stage1", tmp_path, tmp_path / "c", 1, [], "short", {})
+    assert demo.resume_point(s1, other, resume=True) == (None, True) and not ckpt.exists()
+    # without --resume the stage always starts over
+    (s2 / "stale.txt").parent.mkdir(parents=True)
+    (s2 / "stale.txt").write_text("x")
+    assert demo.resume_point(s2, args("stage2", {}), resume=False) == (None, True)
+    assert not (s2 / "stale.txt").exists()
+    # the recorded arguments name the repository's configs by their path inside it
+    assert "experiments/base.yaml" in json.loads((s2 / "demo_args.json").read_text())
