@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from helpers import random_lm_dir, run_cli, tiny_stage_args
 
@@ -27,7 +28,7 @@ def test_ddp_two_processes_agree(tmp_path):
     # gradients are all-reduced, so both replicas hold the same weights after the optimizer steps
     assert records[0]["sum"] == pytest.approx(records[1]["sum"], rel=1e-9, abs=1e-9)
     assert records[0]["abs_sum"] == pytest.approx(records[1]["abs_sum"], rel=1e-9)
-    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 2
 
 
 def test_cli_destroys_the_process_group_it_leaves(tmp_path):

@@ -329,3 +329,14 @@ def test_sigkill_during_saves_leaves_a_whole_last_ckpt_and_resume_is_exact(tmp_p
     if step < N_STEPS:
         assert [p.name for p in ckpt.parent.iterdir() if ".partial-" in p.name] == []
     assert_same_run(ckpt, reference_runs["stream"])
+
+
+def test_last_ckpt_holds_the_step_training_stopped_at(tmp_path, lm_dir):
+    """A stage stopped by max_steps between two periodic saves (here: 3 steps, saved every 200) still leaves its last
+    step in last.ckpt (`SaveLastAtEnd`): the next stage's init_from starts from the weights the stage ended with."""
+    from helpers import run_cli, tiny_stage_args
+
+    run_cli(["fit", *tiny_stage_args(2, lm_dir, tmp_path / "runs", "--model.init_args.init_from=null",
+                                     "--trainer.max_steps=3", "--trainer.val_check_interval=100")])
+    ckpt = load_checkpoint(tmp_path / "runs" / "stage2" / "run" / "checkpoints" / "last.ckpt", "last.ckpt")
+    assert ckpt["global_step"] == 3

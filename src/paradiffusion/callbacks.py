@@ -1,7 +1,7 @@
 """Training callbacks: stop or skip a step whose loss or gradient is not finite (`NonFiniteGuard`), keep validation
 off the training random streams (`ValidationRNGFence`) and log the learning rates and truncated paragraphs
-(`TrainingLogs`) — `ParaDiffusion` brings these two to every run — and a parameter checksum across ranks
-(`ParameterChecksum`). A benchmark's validation and test scoring comes as its own callbacks,
+(`TrainingLogs`) — `ParaDiffusion` brings these two to every run — a ``last.ckpt`` at the end of the budget
+(`SaveLastAtEnd`) and a parameter checksum across ranks (`ParameterChecksum`). A benchmark's validation and test scoring comes as its own callbacks,
 named in the configs' ``trainer.callbacks`` (e.g. ParaShapes' ``SampleAndScore`` in ``experiments/base.yaml``)."""
 from __future__ import annotations
 
@@ -41,6 +41,29 @@ class ParameterChecksum(Callback):
         out = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"param_checksum_rank{trainer.global_rank}.json").write_text(json.dumps(record) + "\n")
+
+
+class SaveLastAtEnd(Callback):
+    """Write ``last.ckpt`` when training ends at its budget, whatever step that is.
+
+    Lightning's ``ModelCheckpoint(every_n_train_steps=N, save_last=True)`` saves every N steps only: a run stopped by
+    ``max_steps`` between two saves leaves ``last.ckpt`` up to N - 1 steps behind (a 300-step stage saved every 200
+    left its step-200 weights), and the next stage's ``init_from`` would start from those. Not called when training
+    stops on an exception (a non-finite loss, an interrupt): then ``last.ckpt`` stays the last good save."""
+
+    def __init__(self) -> None:
+        self._saved_step: int | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self._saved_step == trainer.global_step:
+            return
+        for cb in trainer.checkpoint_callbacks:
+            if getattr(cb, "save_last", None) and cb.dirpath is not None:
+                trainer.save_checkpoint(str(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"))
+                return
 
 
 class ValidationRNGFence(Callback):
