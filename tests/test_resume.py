@@ -340,3 +340,20 @@ def test_last_ckpt_holds_the_step_training_stopped_at(tmp_path, lm_dir):
                                      "--trainer.max_steps=3", "--trainer.val_check_interval=100")])
     ckpt = load_checkpoint(tmp_path / "runs" / "stage2" / "run" / "checkpoints" / "last.ckpt", "last.ckpt")
     assert ckpt["global_step"] == 3
+    # resumed in a copy of the run directory, further: last.ckpt itself moves on (no last-v1.ckpt beside a stale one)
+    import shutil
+
+    shutil.copytree(tmp_path / "runs", tmp_path / "copy")
+    ckpts = tmp_path / "copy" / "stage2" / "run" / "checkpoints"
+    # base.yaml's checkpoint callbacks, saving every 2 steps instead of 200 (so the periodic save meets the old file)
+    callbacks = yaml.safe_load((REPO / "experiments" / "base.yaml").read_text())["trainer"]["callbacks"]
+    for cb in callbacks:
+        if (cb.get("init_args") or {}).get("every_n_train_steps"):
+            cb["init_args"]["every_n_train_steps"] = 2
+    (tmp_path / "every2.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    run_cli(["fit", *tiny_stage_args(2, lm_dir, tmp_path / "copy", "--model.init_args.init_from=null",
+                                     "--trainer.max_steps=5", "--trainer.val_check_interval=100",
+                                     "--config", str(tmp_path / "every2.yaml"),
+                                     "--ckpt_path", str(ckpts / "last.ckpt"))])
+    assert load_checkpoint(ckpts / "last.ckpt", "last.ckpt")["global_step"] == 5
+    assert sorted(p.name for p in ckpts.iterdir() if p.name.startswith("last")) == ["last.ckpt"]
