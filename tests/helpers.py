@@ -8,6 +8,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXP = REPO / "experiments"
 
+#: `model.init_args` entries of a 32 px, 2-level UNet (cross-attention dim 32) and its v-prediction scheduler: the
+#: smallest ParaDiffusion the CLI-level tests train in seconds
+TINY_UNET_AND_SCHEDULER = {
+    "unet": {"class_path": "diffusers.UNet2DConditionModel", "init_args": {
+        "sample_size": 32, "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 64],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1,
+        "cross_attention_dim": 32, "attention_head_dim": 2, "norm_num_groups": 16}},
+    "noise_scheduler": {"class_path": "diffusers.DDPMScheduler", "init_args": {
+        "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction", "clip_sample": False,
+        "timestep_spacing": "trailing"}},
+}
+
 
 def random_lm_dir(directory: Path, hidden_size: int = 128) -> Path:
     """A random-init Llama HF directory with a tiny BPE tokenizer: stands in for a stage-0 LM in fast tests."""

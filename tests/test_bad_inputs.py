@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from helpers import EXP, REPO, random_lm_dir
+from helpers import EXP, REPO, random_lm_dir, TINY_UNET_AND_SCHEDULER
 from paradiffusion.callbacks import NonFiniteGuard
 from paradiffusion.checks import NonFiniteError, NonFiniteWeightsError, UserError, load_checkpoint
 from paradiffusion.checkpoint_io import AtomicCheckpointIO
@@ -88,14 +88,7 @@ def tiny_config(lm_dir: Path, runs: Path, **model_args) -> dict:
         "model": {"class_path": "paradiffusion.module.ParaDiffusion", "init_args": {
             "text_encoder": {"class_path": "paradiffusion.models.LLMTextEncoder", "init_args": {
                 "pretrained": str(lm_dir), "max_length": 64, "lora": {"r": 4}, "out_dim": 32}},
-            "unet": {"class_path": "diffusers.UNet2DConditionModel", "init_args": {
-                "sample_size": 32, "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 64],
-                "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-                "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1,
-                "cross_attention_dim": 32, "attention_head_dim": 2, "norm_num_groups": 16}},
-            "noise_scheduler": {"class_path": "diffusers.DDPMScheduler", "init_args": {
-                "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction", "clip_sample": False,
-                "timestep_spacing": "trailing"}},
+            **TINY_UNET_AND_SCHEDULER,
             "warmup_steps": 2, "ema_decay": 0.9, "sample_steps": 2, **model_args}},
         "data": {"class_path": "paradiffusion.data.Stage1PretrainData",
                  "init_args": {"train_data": {"class_path": "parashapes.ParaShapesIterable",

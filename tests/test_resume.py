@@ -24,7 +24,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from helpers import REPO, random_lm_dir
+from helpers import REPO, random_lm_dir, TINY_UNET_AND_SCHEDULER
 from paradiffusion.checks import load_checkpoint
 from paradiffusion.resume import EpochBatches, ResumableLoader, StreamBatches, capture_rng, restore_rng
 from parashapes import ParaShapesDataset, ParaShapesIterable
@@ -105,14 +105,7 @@ def _config(lm_dir: Path, root: Path, finite: bool, callbacks: list[dict], every
         "model": {"class_path": "paradiffusion.module.ParaDiffusion", "init_args": {
             "text_encoder": {"class_path": "paradiffusion.models.LLMTextEncoder", "init_args": {
                 "pretrained": str(lm_dir), "max_length": 64, "lora": {"r": 4, "dropout": 0.1}, "out_dim": 32}},
-            "unet": {"class_path": "diffusers.UNet2DConditionModel", "init_args": {
-                "sample_size": 32, "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 64],
-                "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-                "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1,
-                "cross_attention_dim": 32, "attention_head_dim": 2, "norm_num_groups": 16}},
-            "noise_scheduler": {"class_path": "diffusers.DDPMScheduler", "init_args": {
-                "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction", "clip_sample": False,
-                "timestep_spacing": "trailing"}},
+            **TINY_UNET_AND_SCHEDULER,
             # caption dropout and LoRA dropout draw from the random streams too
             "warmup_steps": 2, "ema_decay": 0.9, "sample_steps": 2, "caption_dropout": 0.3}},
         "data": {"class_path": "paradiffusion.data.Stage1PretrainData", "init_args": {
