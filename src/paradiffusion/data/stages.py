@@ -259,23 +259,24 @@ class ImageTextDataModule(L.LightningDataModule):
             return None
         return trainer.fit_loop.epoch_loop.batch_progress.total.ready
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, layout: EpochBatches | StreamBatches | None = None) -> DataLoader:
+        """A DataLoader in this DataModule's settings, in order (training order is the layout's, or the stream's);
+        with a batch layout, one that starts where training stands (`ResumableLoader`)."""
         if self.collator is None:
             self.setup()
-        iterable = isinstance(dataset, IterableDataset)
-        return DataLoader(
-            dataset,
+        kwargs = dict(
             batch_size=self.batch_size,
-            shuffle=shuffle and not iterable,
             num_workers=self.num_workers,
             collate_fn=self.collator,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and not iterable,
-            # A loader draws its workers' base seed (and a shuffle) from its own generator: from the global one,
-            # every validation would shift the noise and timesteps of all later training steps, and a resumed run
-            # would draw differently from the uninterrupted one.
+            # A loader draws its workers' base seed from its own generator: from the global one, every validation
+            # would shift the noise and timesteps of all later training steps, and a resumed run would draw
+            # differently from the uninterrupted one.
             generator=torch.Generator().manual_seed(self.seed),
         )
+        if layout is None:
+            return DataLoader(dataset, **kwargs)
+        return ResumableLoader(dataset, layout, progress=self._trained_batches, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()  # may be a subclass's wrapper around the layout it built
@@ -283,20 +284,7 @@ class ImageTextDataModule(L.LightningDataModule):
         if layout is None and not isinstance(dataset, IterableDataset):  # a finite set: shuffled epochs
             rank, world = self._rank_and_world()
             layout = dataset = EpochBatches(dataset, self.batch_size, rank, world, seed=self.seed, shuffle=True)
-        if layout is None:  # a stream that cannot be read by index: as it comes
-            return self._loader(dataset, shuffle=True)
-        if self.collator is None:
-            self.setup()
-        return ResumableLoader(
-            dataset, layout, progress=self._trained_batches,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=self.collator,
-            persistent_workers=self.num_workers > 0,
-            # the loader's own generator: starting an iteration then draws nothing from the global torch stream,
-            # which a resumed run restores for the noise and timesteps of its next step
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        return self._loader(dataset, layout)  # without a layout: a stream that cannot be read by index, as it comes
 
     def _eval_dataset(self, which: str) -> Dataset:
         data, n = {"val": (self.val_data, self.n_val), "test": (self.test_data, self.n_test),
@@ -308,13 +296,13 @@ class ImageTextDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_data is None:
             return []  # no validation
-        return self._loader(self._eval_dataset("val"), shuffle=False)
+        return self._loader(self._eval_dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._eval_dataset("test"), shuffle=False)
+        return self._loader(self._eval_dataset("test"))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self._eval_dataset("predict"), shuffle=False)
+        return self._loader(self._eval_dataset("predict"))
 
 
 class Stage1PretrainData(ImageTextDataModule):
