@@ -1,10 +1,15 @@
-"""The research scripts' own logic: the oracle probe's scene descriptions and the init-checkpoint tool."""
+"""The research scripts' own logic: the oracle probe's scene descriptions, the init-checkpoint tool, the run comparer
+and the reader probe's labels and scores."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -18,6 +23,7 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the importlib recipe: @dataclass looks its module up there while the class is made
     spec.loader.exec_module(module)
     return module
 
@@ -140,3 +146,137 @@ def test_evaluate_split_samples_the_described_texts(probe):
     scores = evaluate_split(pipeline, "test", n=12, seed=0, describe=probe.scene_list)
     assert seen == list(by_text)
     assert scores["object_exact"] > 0.9 and scores["chance/object_exact"] < 0.5
+
+
+# ====================================================================================== scripts/compare_runs.py
+@pytest.fixture(scope="module")
+def compare():
+    return _load("compare_runs")
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()  # compare_runs.main sets torch's thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+def _demo_run(root: Path, *, weight_bump: float = 0.0, loss_bump: float = 0.0) -> Path:
+    """A tiny `scripts/demo.py --out` directory: one stage's scalars and checkpoint, summary, images, export."""
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = root / "stage1" / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    writer = SummaryWriter(log_dir=str(run))
+    for step in range(3):
+        writer.add_scalar("train/loss", 1.0 / (step + 1) + (loss_bump if step == 2 else 0.0), step)
+        writer.add_scalar("lr", 1e-4 * (step + 1), step)
+    writer.close()
+    weight = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 7
+    weight[1, 2] += weight_bump
+    torch.save({"state_dict": {"unet.w": weight, "unet.b": torch.zeros(3)}, "global_step": 3,
+                "ema": {"decay": 0.999, "num_updates": 3, "shadow": {"unet.w": weight * 0.5}}},
+               run / "checkpoints" / "last.ckpt")
+    (root / "summary.json").write_text(json.dumps({"rows": [
+        {"stage": "stage1", "split": "test", "scores": {"object_exact": 0.5, "color": 0.75},
+         "ci": {"object_exact": [0.25, 0.75]}}]}))
+    images = root / "eval" / "stage1" / "test" / "images"
+    images.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(images / f"{i:04d}.png")
+    (root / "export" / "unet").mkdir(parents=True)
+    save_file({"w": weight.clone()}, str(root / "export" / "unet" / "x.safetensors"))
+    return root
+
+
+def test_compare_runs_finds_two_copies_identical(compare, tmp_path, capsys, keep_threads):
+    a = _demo_run(tmp_path / "a")
+    shutil.copytree(a, tmp_path / "b")
+    code = compare.main([str(a), str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "IDENTICAL"
+    for item in ("stage1 scalar train/loss", "stage1 last.ckpt state_dict", "stage1 last.ckpt EMA shadow",
+                 "summary stage1/test scores", "images stage1/test", "export unet/x.safetensors"):
+        assert item in out, item  # every section compared something
+
+
+@pytest.mark.parametrize("change, item", [
+    ({"weight_bump": 1e-3}, "stage1 last.ckpt state_dict"),
+    ({"loss_bump": 1e-3}, "stage1 scalar train/loss"),
+], ids=["checkpoint-tensor", "scalar"])
+def test_compare_runs_names_what_differs(compare, tmp_path, capsys, keep_threads, change, item):
+    a, b = _demo_run(tmp_path / "a"), _demo_run(tmp_path / "b", **change)
+    code = compare.main([str(a), str(b)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    verdict = out.strip().splitlines()[-1]
+    assert verdict.startswith("DIFFERENT: ") and item in verdict.split(": ", 1)[1].split(", "), verdict
+    if "weight_bump" in change:  # the bumped tensor is also in the EMA shadow and the export
+        assert "stage1 scalar train/loss" not in verdict
+
+
+def test_compare_runs_rejects_a_missing_directory(compare, tmp_path, capsys, keep_threads):
+    a = _demo_run(tmp_path / "a")
+    missing = tmp_path / "nowhere"
+    assert compare.main([str(a), str(missing)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "directory not found" in err[0] and str(missing) in err[0], err
+    assert "IDENTICAL" not in captured.out and "DIFFERENT" not in captured.out
+
+
+# ====================================================================================== scripts/reader_probe.py
+@pytest.fixture(scope="module")
+def reader_probe():
+    return _load("reader_probe")
+
+
+@pytest.fixture(scope="module")
+def probe_specs():
+    return generate_split("test", 5, seed=0)
+
+
+def test_cell_labels_put_each_object_in_its_cell(reader_probe, probe_specs):
+    rp = reader_probe
+    for spec in probe_specs:
+        y = rp.cell_labels(spec)
+        assert y.shape == (9, 3) and y.dtype == torch.long
+        for o in spec.objects:
+            cell = rp.POSITIONS.index(o.position)
+            assert y[cell].tolist() == [1 + rp.COLORS.index(o.color), 1 + rp.SHAPES.index(o.shape),
+                                        1 + rp.SIZES.index(o.size)]
+        occupied = {rp.POSITIONS.index(o.position) for o in spec.objects}
+        assert all(y[c].tolist() == [0, 0, 0] for c in range(9) if c not in occupied)
+        assert int((y[:, 0] > 0).sum()) == len(spec.objects)
+
+
+def test_reader_scores_perfect_empty_and_shifted_predictions(reader_probe, probe_specs):
+    rp = reader_probe
+    y = torch.stack([rp.cell_labels(s) for s in probe_specs])  # (5, 9, 3)
+    attributes = ["color", "shape", "size", "object_exact"]
+
+    perfect = rp.score(rp.per_scene(y.clone(), y), n_boot=200)
+    assert all(perfect[a] == [1.0, 1.0, 1.0] for a in attributes), perfect
+
+    empty = rp.score(rp.per_scene(torch.zeros_like(y), y), n_boot=200)
+    assert all(empty[a][0] == 0.0 for a in attributes), empty
+
+    shifted = rp.score(rp.per_scene(y.roll(1, 0), y), n_boot=200)
+    assert all(shifted[a][0] < 1.0 and shifted[a][1] <= shifted[a][0] <= shifted[a][2] for a in attributes)
+
+
+def test_train_reader_smoke(reader_probe):
+    rp = reader_probe
+    specs = generate_split("test", 24, seed=1)
+    y = torch.stack([rp.cell_labels(s) for s in specs])
+    gen = torch.Generator().manual_seed(0)
+    states = [torch.randn(3 + i % 9, 16, generator=gen).half() for i in range(len(specs))]
+    reader = rp.train_reader(states, y, epochs=2, seed=0)
+    assert isinstance(reader, rp.Reader)
+    pred = rp.predict(reader, states)
+    assert pred.shape == (24, 9, 3) and pred.dtype == torch.long
+    assert int(pred.min()) >= 0
+    for a, vocab in enumerate([rp.COLORS, rp.SHAPES, rp.SIZES]):
+        assert int(pred[..., a].max()) <= len(vocab)
