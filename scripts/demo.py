@@ -39,12 +39,12 @@ BUDGETS = {"short": {"stage1": 300, "stage2": 700, "stage3": 100}, "smoke": {"st
 
 
 def stage_args(stage: str, root: Path, cache: Path, seed: int, extra: list[str], budget: str,
-               steps: dict[str, int], late: list[str] = ()) -> list[str]:
-    """`paradiffusion fit` arguments of one stage: base + model + stage (+ extra, + late for stages 2-3) configs
-    and the run paths."""
+               steps: dict[str, int], late: list[str] = (), own: dict[str, list[Path]] | None = None) -> list[str]:
+    """`paradiffusion fit` arguments of one stage: base + model + stage (+ extra, + late for stages 2-3, + this
+    stage's own) configs and the run paths."""
     args = []
     configs = [EXPERIMENTS / "base.yaml", EXPERIMENTS / "model" / "tiny.yaml", EXPERIMENTS / "tiny" / f"{stage}.yaml",
-               *extra, *(late if stage != "stage1" else [])]
+               *extra, *(late if stage != "stage1" else []), *(own or {}).get(stage, [])]
     for c in configs:
         args += ["--config", str(c)]
     args += [f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={root}",
@@ -114,6 +114,20 @@ def parse_steps(value: str) -> dict[str, int]:
     return out
 
 
+def parse_stage_configs(values: list[str]) -> dict[str, list[Path]]:
+    """--stage-config stage3:FILE (repeatable) -> {"stage3": [FILE]}; a bad entry or a missing file is named."""
+    out: dict[str, list[Path]] = {}
+    for entry in values:
+        name, _, path = entry.partition(":")
+        if name not in STAGES or not path:
+            raise SystemExit(f"--stage-config: bad entry {entry!r}; expected <stage>:<file> with stage in "
+                             f"{', '.join(STAGES)}")
+        if not Path(path).is_file():
+            raise SystemExit(f"--stage-config: no such file: {path}")
+        out.setdefault(name, []).append(Path(path).resolve())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", choices=["short", "full", "smoke"], default="short",
@@ -126,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", action="append", default=[], type=Path, help="extra config for every stage (repeatable)")
     p.add_argument("--late-config", action="append", default=[], type=Path,
                    help="extra config for stages 2-3 only (repeatable), e.g. experiments/tiny/lora_top.yaml")
+    p.add_argument("--stage-config", action="append", default=[], metavar="STAGE:FILE",
+                   help="extra config for one stage only, e.g. stage3:experiments/tiny/stage3_gentle.yaml "
+                        "(repeatable; with --resume the stages before it are reused)")
     p.add_argument("--eval-stages", default=",".join(STAGES),
                    help="stages after which to sample and score (comma-separated; default every stage)")
     p.add_argument("--steps", default="", help="per-stage step budgets, e.g. stage2:900,stage3:200")
@@ -140,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.eval_n < 2:
         raise SystemExit("--eval-n must be at least 2 (the chance row judges each image against another scene)")
     steps = parse_steps(a.steps)
+    own = parse_stage_configs(a.stage_config)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     root, cache_root = a.out.resolve(), a.cache.resolve()
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     module = None
     retrained = False  # a stage before this one trained (further) in this invocation: later stages start over
     for stage in STAGES:
-        args = stage_args(stage, root, cache_root, a.seed, extra, a.budget, steps, late)
+        args = stage_args(stage, root, cache_root, a.seed, extra, a.budget, steps, late, own)
         resume, retrained = resume_point(root / stage, args, a.resume and not retrained)
         args += ["--ckpt_path", str(resume)] if resume else []
         print(f"\n[demo] === {stage}: paradiffusion fit {' '.join(args)}", flush=True)
@@ -175,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{k}={row['scores'][k]:.3f}" for k in HEADLINE), flush=True)
         summary = {"budget": a.budget, "seed": a.seed, "extra_configs": [str(c) for c in extra],
                    "late_configs": [str(c) for c in late], "steps": steps,
+                   "stage_configs": {k: [str(c) for c in v] for k, v in own.items()},
                    "eval_n": a.eval_n, "rows": rows, "total_minutes": (time.time() - started) / 60}
         (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

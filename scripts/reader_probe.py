@@ -176,6 +176,10 @@ def score(counts: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> d
     return res
 
 
+def _reusable(saved: dict, wanted: dict) -> bool:
+    return saved["lm"] == wanted["lm"] and saved["n"] == wanted["n"] and set(wanted["layers"]) <= set(saved["layers"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lm", default=SMOLLM2, help="a GGUF file / pkg:// spec, or a Hugging Face model directory")
@@ -194,7 +198,8 @@ def main() -> None:
     splits = {"train": generate_split("stage2", a.n_train, seed=3), "test": generate_split("test", a.n_eval, seed=0),
               "heldout": generate_split("heldout", a.n_eval, seed=0)}
     key = {"lm": a.lm, "layers": layers, "n": [a.n_train, a.n_eval]}
-    if a.states.exists() and (saved := torch.load(a.states, weights_only=True))["key"] == json.dumps(key):
+    saved = torch.load(a.states, weights_only=True) if a.states.exists() else None
+    if saved is not None and _reusable(json.loads(saved["key"]), key):  # same LM and texts, the layers asked for
         states = saved["states"]
         print(f"states from {a.states}")
     else:

@@ -24,6 +24,9 @@ def compositions() -> list[list[Path]]:
     for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml", "token_gate.yaml", "refiner.yaml", "embedding_skip.yaml",
                      "lora_top.yaml", "scratch_lm.yaml", "tokens77.yaml", "coords.yaml"):
         combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / ablation])
+    # stage-3-only arms (scripts/demo.py --stage-config stage3:FILE)
+    combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage3.yaml",
+                   EXP / "tiny" / "stage3_gentle.yaml"])
     return combos
 
 

@@ -78,6 +78,18 @@ def test_demo_arguments_are_checked(tmp_path):
         assert configs[2].endswith(f"{stage}.yaml") and (late[0] in configs) == (stage != "stage1")
         if stage == "stage2":  # --steps wins over the budget: it comes later
             assert args[-1] == "--trainer.max_steps=77"
+    # --stage-config: one stage's own configs, after every other config of that stage
+    gentle = REPO / "experiments" / "tiny" / "stage3_gentle.yaml"
+    own = demo.parse_stage_configs([f"stage3:{gentle}"])
+    assert own == {"stage3": [gentle.resolve()]}
+    for stage in ("stage1", "stage2", "stage3"):
+        args = demo.stage_args(stage, tmp_path, tmp_path / "c", 0, [], "short", {}, late, own)
+        configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+        assert (str(gentle.resolve()) in configs) == (stage == "stage3")
+        assert stage != "stage3" or configs[-1] == str(gentle.resolve())
+    for bad, message in (("stage9:x.yaml", "bad entry"), ("stage3", "bad entry"), ("stage3:nofile.yaml", "no such file")):
+        with pytest.raises(SystemExit, match=f"--stage-config: {message}"):
+            demo.parse_stage_configs([bad])
 
 
 def test_tensorboard_has_split_metric_names(demo_run):
