@@ -27,6 +27,8 @@ def compositions() -> list[list[Path]]:
     # stage-3-only arms (scripts/demo.py --stage-config stage3:FILE)
     combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage3.yaml",
                    EXP / "tiny" / "stage3_gentle.yaml"])
+    combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage3.yaml",
+                   EXP / "tiny" / "stage3_plain.yaml"])
     return combos
 
 
