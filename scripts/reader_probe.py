@@ -176,6 +176,32 @@ def score(counts: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> d
     return res
 
 
+def with_sentence_context(states: dict, splits: dict, lm: str) -> dict:
+    """Every `(T_i, H)` state list → `(T_i, 2H)`: each token's state beside its sentence's mean state."""
+    from transformers import AutoTokenizer
+
+    from paradiffusion.models.gguf import convert_gguf
+    from paradiffusion.models.sentences import sentence_end_table, sentence_ids, sentence_mean
+
+    tokenizer = AutoTokenizer.from_pretrained(str(convert_gguf(lm)) if lm.startswith("pkg://") or lm.endswith(".gguf")
+                                              else lm)
+    ends = sentence_end_table(tokenizer)
+    out = {}
+    for name, specs in splits.items():
+        ids = [tokenizer(s.paragraph, add_special_tokens=True)["input_ids"][:512] for s in specs]
+        out[name] = {}
+        for k, per_text in states[name].items():
+            got = []
+            for h, x in zip(per_text, ids):
+                if h.shape[0] != len(x):
+                    raise ValueError(f"{name}: {h.shape[0]} states but {len(x)} tokens; were the states made by {lm}?")
+                sid = sentence_ids(torch.tensor(x)[None], ends)  # (1, T)
+                ctx = sentence_mean(h.float()[None], sid, torch.ones_like(sid))[0]  # (T, H)
+                got.append(torch.cat([h, ctx.half()], -1))  # (T, 2H)
+            out[name][k] = got
+    return out
+
+
 def _reusable(saved: dict, wanted: dict) -> bool:
     return saved["lm"] == wanted["lm"] and saved["n"] == wanted["n"] and set(wanted["layers"]) <= set(saved["layers"])
 
@@ -189,6 +215,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--refiner-layers", type=int, default=0,
                    help="trainable bidirectional transformer layers before the reader (0: the reader alone)")
+    p.add_argument("--context", choices=["none", "sentence"], default="none",
+                   help="sentence: append to every token's state the mean state of its sentence (what "
+                        "LLMTextEncoder(sentence_context=True) gives the UNet)")
     p.add_argument("--seeds", type=int, default=1, help="probe initialisations per layer (scores averaged)")
     p.add_argument("--states", type=Path, default=Path("runs/probes/reader_states.pt"))
     p.add_argument("--json", type=Path, default=None)
@@ -213,6 +242,8 @@ def main() -> None:
             states[name] = {str(k): v for k, v in got.items()}
         a.states.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": json.dumps(key), "states": states}, a.states)
+    if a.context == "sentence":
+        states = with_sentence_context(states, splits, a.lm)
     y = {name: torch.stack([cell_labels(s) for s in specs]) for name, specs in splits.items()}
     rows = []
     print("layer  split    object_exact [95% CI] (chance)       color (chance)   shape   size")
@@ -231,7 +262,7 @@ def main() -> None:
             shifted = {m: sum(per_scene(pr, y[name].roll(-1, 0))[m] for pr in preds[name]) for m in counts}
             s, c = score(counts), score(shifted)
             rows.append({"layer": k, "split": name, "n": len(y[name]), "seeds": a.seeds,
-                         "refiner_layers": a.refiner_layers, "scores": s, "chance": c})
+                         "refiner_layers": a.refiner_layers, "context": a.context, "scores": s, "chance": c})
             print(f"{k:>5}  {name:<8} {s['object_exact'][0]:.3f} [{s['object_exact'][1]:.3f}, "
                   f"{s['object_exact'][2]:.3f}] ({c['object_exact'][0]:.3f})   {s['color'][0]:.3f} "
                   f"({c['color'][0]:.3f})   {s['shape'][0]:.3f}   {s['size'][0]:.3f}", flush=True)

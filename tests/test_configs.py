@@ -22,7 +22,8 @@ def compositions() -> list[list[Path]]:
     stage2 = EXP / "llama2-7b" / "stage2.yaml"
     combos.append([EXP / "base.yaml", EXP / "model" / "llama2-7b.yaml", stage2, EXP / "llama2-7b" / "zero3_offload.yaml"])
     for ablation in ("attn_lora.yaml", "lm_full_finetune.yaml", "token_gate.yaml", "refiner.yaml", "embedding_skip.yaml",
-                     "lora_top.yaml", "scratch_lm.yaml", "tokens77.yaml", "coords.yaml"):
+                     "lora_top.yaml", "scratch_lm.yaml", "tokens77.yaml", "coords.yaml",
+                     "sentence_context.yaml"):
         combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage2.yaml", EXP / "tiny" / ablation])
     # stage-3-only arms (scripts/demo.py --stage-config stage3:FILE)
     combos.append([EXP / "base.yaml", EXP / "model" / "tiny.yaml", EXP / "tiny" / "stage3.yaml",

@@ -19,17 +19,18 @@ PARAS = ["a red circle at the top left", "two squares: a blue one at the bottom 
 
 
 @pytest.fixture(scope="module", params=["plain", "pooled", "refiner"],
-                ids=["xattn", "xattn+pooled", "xattn+refiner+embedding_skip"])
+                ids=["xattn", "xattn+pooled", "xattn+refiner+embedding_skip+sentence_context"])
 def pipe(tmp_path_factory, request):
     tok = str(build_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
     torch.manual_seed(0)
     connector = TextRefiner(48, num_layers=1, num_heads=4) if request.param == "refiner" else None
     enc = LLMTextEncoder(llama_config=tiny_llama_config(), tokenizer=tok, lora=LoRASettings(r=4), out_dim=48,
-                         connector=connector, embedding_skip=request.param == "refiner")
+                         connector=connector, embedding_skip=request.param == "refiner",
+                         sentence_context=request.param == "refiner")
     # Non-zero LoRA B (and connector/skip outputs) so the round trip really exercises those weights.
     with torch.no_grad():
         for n, p in enc.named_parameters():
-            if "lora_B" in n or n.startswith(("connector.", "embedding_skip.")):
+            if "lora_B" in n or n.startswith(("connector.", "embedding_skip.", "sentence_context.")):
                 p.normal_(std=0.05)
     sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False,
                           timestep_spacing="trailing")
@@ -63,6 +64,8 @@ def test_released_layout_round_trip(pipe, tmp_path):
     assert not (tmp_path / "sdxl-vae-fp16-fix").exists()  # pixel space: no VAE
     assert (tmp_path / "text_encoder_connector.safetensors").is_file() == (pipe.text_encoder.connector is not None)
     assert (tmp_path / "text_encoder_embedding_skip.safetensors").is_file() == (pipe.text_encoder.embedding_skip is not None)
+    assert (tmp_path / "text_encoder_sentence_context.safetensors").is_file() == \
+        (pipe.text_encoder.sentence_context is not None)
     assert {f.name for f in tmp_path.glob("text_encoder_*.safetensors")} == \
         {f"text_encoder_{name}.safetensors" for name in pipe.text_encoder.heads()}
     index = json.loads((tmp_path / "model_index.json").read_text())

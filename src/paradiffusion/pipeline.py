@@ -274,6 +274,7 @@ class ParaDiffusionPipeline:
             connector=TextConnector.from_settings(te_cfg["connector"]) if te_cfg.get("connector") else None,
             embedding_skip=te_cfg.get("embedding_skip", False),
             state_norm=te_cfg.get("state_norm", False),
+            sentence_context=te_cfg.get("sentence_context", False),
             freeze=True,
             dtype=dtype,
         )

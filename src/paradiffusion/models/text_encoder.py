@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 
 from paradiffusion.models.connector import TextConnector
 from paradiffusion.models.lora import LoRASettings
+from paradiffusion.models.sentences import sentence_end_table, sentence_ids, sentence_mean
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -88,6 +89,11 @@ class LLMTextEncoder(nn.Module):
             the GPU configs' recipe).
         state_norm: Sana-style normalisation of the states the UNet reads: RMSNorm (no affine) times a learnable
             scalar (initialised to `state_norm_scale`). Off by default.
+        sentence_context: add `W · mean state of the token's sentence` to every state (W trainable, zero at init,
+            so a fresh one changes nothing; `models.sentences`): a causal LLM's token has not seen the rest of its
+            sentence, and a small LLM's early blocks do not bind an object's colour to its cell; this bidirectional,
+            parameter-free pooling does. Computed after the cache, so cached states serve it unchanged. Off by
+            default (the paper reads the LLM's states as they are).
         gguf_cache_dir: where converted GGUF models are cached (default `$PARADIFFUSION_CACHE/gguf`).
         attn_implementation: transformers attention kernel; fixed explicitly so that a model built from a
             config and one loaded from disk run the same kernels (bitwise-equal outputs).
@@ -117,6 +123,7 @@ class LLMTextEncoder(nn.Module):
         trainable_blocks: int | None = None,
         state_norm: bool = False,
         state_norm_scale: float = 1.0,
+        sentence_context: bool = False,
     ) -> None:
         super().__init__()
         sources = [s is not None for s in (pretrained, gguf_file, llama_config)]
@@ -181,6 +188,12 @@ class LLMTextEncoder(nn.Module):
             self.embedding_skip = nn.Sequential(nn.LayerNorm(self.hidden_size), skip)
         # Sana: decoder-only LLM states have large, uneven norms; RMS-normalise them and learn one scale.
         self.state_norm: StateNorm | None = StateNorm(state_norm_scale) if state_norm else None
+        self.sentence_context: nn.Module | None = None
+        if sentence_context:
+            self.sentence_context = nn.Linear(self.hidden_size, self.out_dim, bias=False)
+            nn.init.zeros_(self.sentence_context.weight)
+            # which token ids end a sentence; rebuilt from the tokenizer, so not part of the state dict
+            self.register_buffer("sentence_ends", sentence_end_table(self.tokenizer), persistent=False)
         self.lm: nn.Module | None = None
         if not lazy:
             self.materialize()
@@ -247,7 +260,8 @@ class LLMTextEncoder(nn.Module):
         """The trainable layers between the LLM and the UNet that this encoder has, by export name: `projection`,
         `connector`, `embedding_skip` (each saved as `text_encoder_<name>.safetensors` by the pipeline)."""
         parts = {"projection": self.proj if isinstance(self.proj, nn.Linear) else None, "state_norm": self.state_norm,
-                 "connector": self.connector, "embedding_skip": self.embedding_skip}
+                 "sentence_context": self.sentence_context, "connector": self.connector,
+                 "embedding_skip": self.embedding_skip}
         return {name: m for name, m in parts.items() if m is not None}
 
     def projection_parameters(self) -> list[nn.Parameter]:
@@ -341,8 +355,15 @@ class LLMTextEncoder(nn.Module):
             hidden = backbone.norm(hidden)
         if self.state_norm is not None:
             hidden = self.state_norm(hidden)  # (B, T, H)
+        context = None
+        if self.sentence_context is not None:
+            # each token also gets what its whole sentence says (the causal LLM showed it only the words before it)
+            sentence = sentence_ids(input_ids, self.sentence_ends)  # (B, T)
+            context = sentence_mean(hidden.float(), sentence, attention_mask)  # (B, T, H)
         if isinstance(self.proj, nn.Linear):
             hidden = self.proj(hidden.to(self.proj.weight.dtype))  # (B, T, out_dim)
+        if context is not None:
+            hidden = hidden.float() + self.sentence_context(context)  # (B, T, out_dim)
         if self.embedding_skip is not None:
             tokens = backbone.embed_tokens(input_ids)  # (B, T, H): identity only, no context (LoRA included)
             hidden = hidden.float() + self.embedding_skip(tokens.float())  # (B, T, out_dim)
@@ -371,6 +392,7 @@ class LLMTextEncoder(nn.Module):
             "connector": None if self.connector is None else self.connector.settings(),
             "embedding_skip": self.embedding_skip is not None,
             "state_norm": self.state_norm is not None,
+            "sentence_context": self.sentence_context is not None,
         }
 
 
