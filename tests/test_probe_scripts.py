@@ -280,3 +280,22 @@ def test_train_reader_smoke(reader_probe):
     assert int(pred.min()) >= 0
     for a, vocab in enumerate([rp.COLORS, rp.SHAPES, rp.SIZES]):
         assert int(pred[..., a].max()) <= len(vocab)
+
+
+def test_cell_buckets_and_per_mention_counts(reader_probe, probe_specs):
+    """Each object's cell carries its first-mention bucket; counting over one bucket's cells only counts them."""
+    rp = reader_probe
+    from parashapes.vocab import mention_bucket
+
+    y = torch.stack([rp.cell_labels(s) for s in probe_specs])  # (5, 9, 3)
+    cells = [rp.cell_buckets(s) for s in probe_specs]
+    for spec, row in zip(probe_specs, cells):
+        assert sum(b is not None for b in row) == len(spec.objects)
+        for o, word in zip(spec.objects, spec.mention_words()):
+            assert row[rp.POSITIONS.index(o.position)] == mention_bucket(word)
+    early = torch.tensor([[b == "0-76" for b in row] for row in cells])  # (5, 9)
+    all_counts = rp.per_scene(y.clone(), y)
+    early_counts = rp.per_scene(y.clone(), y, only=early)
+    assert early_counts["objects"].sum() == int(early.sum()) < all_counts["objects"].sum() or \
+        early_counts["objects"].sum() == all_counts["objects"].sum() == int(early.sum())
+    assert (early_counts["object_exact"] == early_counts["objects"]).all()  # perfect predictions stay perfect
