@@ -187,7 +187,9 @@ def score(counts: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> d
     res = {}
     for name in ["color", "shape", "size", "object_exact"]:
         value = counts[name].sum() / counts["objects"].sum()
-        b = counts[name][boots].sum(1) / counts["objects"][boots].sum(1)
+        drawn = counts["objects"][boots].sum(1)
+        # a resample of a small bucket (e.g. objects first named after word 256) may hold no object: not a ratio
+        b = counts[name][boots].sum(1)[drawn > 0] / drawn[drawn > 0]
         res[name] = [float(value), float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))]
     return res
 
@@ -289,9 +291,13 @@ def main() -> None:
             for b in ("0-76", "77-255", "256+"):
                 only = torch.tensor([[cb == b for cb in cells] for cells in buckets[name]])  # (N, 9)
                 got = {m: sum(per_scene(pr, y[name], only)[m] for pr in preds[name]) for m in counts}
+                # chance: the same predictions against the next scene, over that scene's objects of bucket b
+                base = {m: sum(per_scene(pr, y[name].roll(-1, 0), only.roll(-1, 0))[m] for pr in preds[name])
+                        for m in counts}
                 if got["objects"].sum():
                     by_mention[b] = {"objects": int(got["objects"].sum()) // len(preds[name]),
-                                     "object_exact": score(got)["object_exact"], "color": score(got)["color"][0]}
+                                     "object_exact": score(got)["object_exact"], "color": score(got)["color"][0],
+                                     "chance/object_exact": score(base)["object_exact"][0]}
             rows.append({"layer": k, "split": name, "n": len(y[name]), "seeds": a.seeds, "max_length": a.max_length,
                          "refiner_layers": a.refiner_layers, "context": a.context, "scores": s, "chance": c,
                          "object_exact_by_seed": by_seed, "by_mention": by_mention})
@@ -299,7 +305,8 @@ def main() -> None:
                   f"{s['object_exact'][2]:.3f}] ({c['object_exact'][0]:.3f})   {s['color'][0]:.3f} "
                   f"({c['color'][0]:.3f})   {s['shape'][0]:.3f}   {s['size'][0]:.3f}   by seed "
                   + " ".join(f"{v:.3f}" for v in by_seed) + "   by first mention "
-                  + ", ".join(f"{b}: {v['object_exact'][0]:.3f} (n={v['objects']})" for b, v in by_mention.items()),
+                  + ", ".join(f"{b}: {v['object_exact'][0]:.3f} (chance {v['chance/object_exact']:.3f}, n={v['objects']})"
+                             for b, v in by_mention.items()),
                   flush=True)
         print(f"       ({time.time() - t0:.0f} s)")
     if a.json:

@@ -299,3 +299,15 @@ def test_cell_buckets_and_per_mention_counts(reader_probe, probe_specs):
     assert early_counts["objects"].sum() == int(early.sum()) < all_counts["objects"].sum() or \
         early_counts["objects"].sum() == all_counts["objects"].sum() == int(early.sum())
     assert (early_counts["object_exact"] == early_counts["objects"]).all()  # perfect predictions stay perfect
+
+
+def test_score_ignores_resamples_without_objects(reader_probe):
+    """A small bucket (one object in one of eight scenes) still gets a finite interval: resamples that drew no
+    object are not ratios and are left out."""
+    import numpy as np
+
+    one = np.array([0, 0, 0, 1, 0, 0, 0, 0])
+    got = reader_probe.score({"objects": one, "color": one, "shape": one * 0, "size": one, "object_exact": one * 0},
+                             n_boot=300)
+    assert got["color"] == [1.0, 1.0, 1.0] and got["object_exact"] == [0.0, 0.0, 0.0]
+    assert all(np.isfinite(v).all() for v in got.values())
