@@ -194,6 +194,11 @@ def score(counts: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> d
     return res
 
 
+def _is_gguf(lm: str) -> bool:
+    """`--lm` names a GGUF file (a path or a pkg:// spec), not a Hugging Face model directory."""
+    return lm.startswith("pkg://") or lm.endswith(".gguf")
+
+
 def with_sentence_context(states: dict, splits: dict, lm: str, max_length: int = 512) -> dict:
     """Every `(T_i, H)` state list → `(T_i, 2H)`: each token's state beside its sentence's mean state."""
     from transformers import AutoTokenizer
@@ -201,8 +206,7 @@ def with_sentence_context(states: dict, splits: dict, lm: str, max_length: int =
     from paradiffusion.models.gguf import convert_gguf
     from paradiffusion.models.sentences import sentence_end_table, sentence_ids, sentence_mean
 
-    tokenizer = AutoTokenizer.from_pretrained(str(convert_gguf(lm)) if lm.startswith("pkg://") or lm.endswith(".gguf")
-                                              else lm)
+    tokenizer = AutoTokenizer.from_pretrained(str(convert_gguf(lm)) if _is_gguf(lm) else lm)
     ends = sentence_end_table(tokenizer)
     out = {}
     for name, specs in splits.items():
@@ -253,7 +257,7 @@ def main() -> None:
         states = saved["states"]
         print(f"states from {a.states}")
     else:
-        source = {"gguf_file": a.lm} if a.lm.startswith("pkg://") or a.lm.endswith(".gguf") else {"pretrained": a.lm}
+        source = {"gguf_file": a.lm} if _is_gguf(a.lm) else {"pretrained": a.lm}
         encoder = LLMTextEncoder(**source, freeze=True, max_length=512).eval()
         encoder.materialize()
         states = {}
@@ -295,8 +299,9 @@ def main() -> None:
                 base = {m: sum(per_scene(pr, y[name].roll(-1, 0), only.roll(-1, 0))[m] for pr in preds[name])
                         for m in counts}
                 if got["objects"].sum():
+                    scored = score(got)
                     by_mention[b] = {"objects": int(got["objects"].sum()) // len(preds[name]),
-                                     "object_exact": score(got)["object_exact"], "color": score(got)["color"][0],
+                                     "object_exact": scored["object_exact"], "color": scored["color"][0],
                                      "chance/object_exact": score(base)["object_exact"][0]}
             rows.append({"layer": k, "split": name, "n": len(y[name]), "seeds": a.seeds, "max_length": a.max_length,
                          "refiner_layers": a.refiner_layers, "context": a.context, "scores": s, "chance": c,

@@ -172,9 +172,9 @@ def load_init_from(module: nn.Module, path: str, use_ema: bool = True) -> None:
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     missing = sorted(trainable - set(state))
     # A stage may add LoRA adapters the previous stage did not have (stage 1 trains against a frozen LLM), a
-    # connector, an embedding skip or a sentence-context head. All start as the identity (PEFT's B = 0; zero-initialised output layers), so
-    # a fresh one leaves the model exactly as loaded: starting it from scratch is the intended behaviour. Any
-    # other missing trainable weight means a different model: refuse.
+    # connector, an embedding skip or a sentence-context head. All start as the identity (PEFT's B = 0;
+    # zero-initialised output layers), so a fresh one leaves the model exactly as loaded: starting it from scratch
+    # is the intended behaviour. Any other missing trainable weight means a different model: refuse.
     new_heads = ("text_encoder.connector.", "text_encoder.embedding_skip.", "text_encoder.sentence_context.")
     fresh = [n for n in missing if "lora_" in n or n.startswith(new_heads)]
     missing = [n for n in missing if n not in fresh]
